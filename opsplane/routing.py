@@ -1,0 +1,9 @@
+"""Every websocket path, in one list (apps add their own ``routing.py`` here)."""
+
+from django.urls import path
+
+from opsplane import consumers
+
+websocket_urlpatterns = [
+    path("ws/live/", consumers.UserFeedConsumer.as_asgi()),
+]

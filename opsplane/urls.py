@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from opsplane import api, views
+
+opsplane_patterns = (
+    [
+        path("system/", views.system_status, name="status"),
+        path("account/tokens/", views.token_list, name="tokens"),
+        path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    ],
+    "opsplane",
+)
+
+api_patterns = [
+    path("me/", api.me, name="api-me"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics_view, name="metrics"),
+    path("", include(opsplane_patterns)),
+    path("inventory/", include("cmdb.urls")),
+    path("changes/", include("changes.urls")),
+    path("approvals/", include("approvals.urls")),
+    path("alerts/", include("alerts.urls")),
+    path("api/v1/", include(api_patterns)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("admin/", admin.site.urls),
+]
