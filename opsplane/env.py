@@ -87,6 +87,10 @@ def database_config(environ=os.environ, *, default_sqlite):
         ) from None
     scheme = parts.scheme.lower()
     if scheme in {"postgres", "postgresql", "pgsql"}:
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ImproperlyConfigured(f"DATABASE_URL: bad port in {redact_url(url)!r}") from None
         max_age = env_int("DATABASE_CONN_MAX_AGE", 60, environ, minimum=0)
         try:
             config = dj_database_url.parse(url, conn_max_age=max_age, conn_health_checks=True)
@@ -99,10 +103,6 @@ def database_config(environ=os.environ, *, default_sqlite):
                 f"DATABASE_URL: {redact_url(url)!r} names no database "
                 "(expected postgresql://user:password@host:5432/dbname)"
             )
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ImproperlyConfigured(f"DATABASE_URL: bad port in {redact_url(url)!r}") from None
         config["ENGINE"] = "django.db.backends.postgresql"
         config.setdefault("OPTIONS", {})["connect_timeout"] = 5
         return config

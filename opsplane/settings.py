@@ -106,7 +106,7 @@ CACHES = {
 # --- Celery ------------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.celery_broker_url(REDIS_URL)
-CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -211,6 +211,7 @@ SPECTACULAR_SETTINGS = {
     "`Authorization: Bearer <token>` (create tokens on your profile page).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # --- i18n ------------------------------------------------------------------------------
