@@ -141,3 +141,21 @@ def test_repeated_failed_logins_lock_the_account_from_that_address(client, make_
     assert response.status_code == 429
     assert b"Too many failed logins" in response.content
     assert client.get("/").status_code == 302  # still not logged in
+
+
+def test_password_change_applies_the_validators(client, make_user):
+    user = make_user("operator", username="olga", password="a long passphrase")
+    client.force_login(user)
+    html = client.post("/account/password/", {
+        "old_password": "a long passphrase", "new_password1": "12345678",
+        "new_password2": "12345678",
+    }).content.decode()
+    assert "This password is too short" in html
+    assert "This password is entirely numeric" in html
+    response = client.post("/account/password/", {
+        "old_password": "a long passphrase", "new_password1": "violet mountain ledger",
+        "new_password2": "violet mountain ledger",
+    })
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password("violet mountain ledger")

@@ -1,0 +1,49 @@
+"""The Simplified Chinese catalogue is complete and compiled."""
+
+import ast
+import gettext
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+LOCALE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES"
+
+
+def _entries(po_text):
+    """(msgid, msgstr) pairs of a .po file, plural forms as their first form."""
+    entries = []
+    for block in po_text.split("\n\n"):
+        fields, current = {}, None
+        for line in block.splitlines():
+            if line.startswith("#"):
+                continue
+            match = re.match(r'^(msgid|msgid_plural|msgstr(?:\[0\])?) (".*")$', line)
+            if match:
+                current = match.group(1).replace("[0]", "")
+                fields[current] = ast.literal_eval(match.group(2))
+            elif line.startswith('"') and current:
+                fields[current] += ast.literal_eval(line)
+            elif line.startswith("msgstr["):
+                current = None
+        if fields.get("msgid"):
+            entries.append((fields["msgid"], fields.get("msgstr", ""), block))
+    return entries
+
+
+def test_every_message_is_translated_and_none_is_fuzzy():
+    po = (LOCALE / "django.po").read_text()
+    entries = _entries(po)
+    assert len(entries) > 50
+    untranslated = [msgid for msgid, msgstr, _ in entries if not msgstr]
+    assert untranslated == []
+    assert "#, fuzzy" not in po
+
+
+def test_compiled_catalogue_matches_the_source():
+    with open(LOCALE / "django.mo", "rb") as fh:
+        catalogue = gettext.GNUTranslations(fh)
+    for msgid, msgstr, block in _entries((LOCALE / "django.po").read_text()):
+        if "msgid_plural" in block:
+            continue
+        assert catalogue.gettext(msgid) == msgstr, "run `manage.py compilemessages`"
