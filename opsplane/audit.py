@@ -35,3 +35,30 @@ def record(action, *, by=None, obj=None, request=None, source="", detail=None):
         event.object_repr = str(obj)[:200]
     event.save()
     return event
+
+
+def record_many(action, objects, *, by=None, request=None, source="", details=None):
+    """``record()`` for many objects in one INSERT (imports, bulk edits).
+
+    ``details`` maps an object's pk to its ``detail`` dict; objects without an entry get
+    an empty one.
+    """
+    details = details or {}
+    if by is None and request is not None and request.user.is_authenticated:
+        by = request.user
+    common = {
+        "action": action,
+        "actor": by if by is not None and by.pk else None,
+        "actor_name": by.get_username() if by is not None else "",
+        "source": source or client_address(request),
+    }
+    return AuditEvent.objects.bulk_create([
+        AuditEvent(
+            **common,
+            object_type=obj._meta.label_lower,
+            object_id=str(obj.pk),
+            object_repr=str(obj)[:200],
+            detail=details.get(obj.pk, {}),
+        )
+        for obj in objects
+    ], batch_size=1000)

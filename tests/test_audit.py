@@ -31,3 +31,14 @@ def test_trail_survives_deleting_the_actor(operator):
 def test_system_actions_have_no_actor():
     event = audit.record("beat.tick", source="beat")
     assert event.actor is None and event.source == "beat"
+
+
+def test_record_many_writes_one_event_per_object(operator, make_user):
+    others = [make_user("oncall"), make_user("approver")]
+    events = audit.record_many("user.import", others, by=operator,
+                               details={others[0].pk: {"created": True}})
+    assert len(events) == 2
+    stored = AuditEvent.objects.filter(action="user.import").order_by("object_id")
+    assert [e.object_id for e in stored] == sorted(str(u.pk) for u in others)
+    assert {e.actor_name for e in stored} == {operator.username}
+    assert AuditEvent.objects.get(object_id=str(others[0].pk)).detail == {"created": True}
