@@ -183,18 +183,48 @@ def secret_key(environ=os.environ, *, key_file):
         if len(value) < 32:
             raise ImproperlyConfigured("SECRET_KEY: must be at least 32 characters long")
         return value
-    key_file = Path(key_file)
+    return _generated_secret(Path(key_file), lambda: secrets.token_urlsafe(50))
+
+
+def fernet_keys(environ=os.environ, *, key_file):
+    """``OPSPLANE_FERNET_KEYS``: comma-separated Fernet keys, newest first.
+
+    The first key encrypts; every key decrypts, so a key is rotated by putting a new one
+    in front and running ``manage.py rotate_credentials`` before removing the old one.
+    Unset: one key generated on first start and kept in ``var/`` (laptop mode).
+    """
+    from cryptography.fernet import Fernet
+
+    value = _raw("OPSPLANE_FERNET_KEYS", environ)
+    if value:
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+        for number, key in enumerate(keys, 1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise ImproperlyConfigured(
+                    f"OPSPLANE_FERNET_KEYS: key {number} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes; make one with "
+                    "`python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'`)"
+                ) from None
+        return keys
+    return [_generated_secret(Path(key_file), lambda: Fernet.generate_key().decode())]
+
+
+def _generated_secret(key_file, make):
+    """A secret made once and kept in ``key_file`` (mode 0600)."""
     try:
         return key_file.read_text().strip()
     except FileNotFoundError:
         pass
     key_file.parent.mkdir(parents=True, exist_ok=True)
     # Write a temporary file, then link it into place: when two processes start at
-    # once, exactly one link succeeds and both end up reading the same key.
+    # once, exactly one link succeeds and both end up reading the same secret.
     tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(50))
+        fh.write(make())
     try:
         os.link(tmp, key_file)
     except FileExistsError:

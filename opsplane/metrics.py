@@ -49,6 +49,18 @@ def multiprocess_dir():
 
 
 _registry = None
+_collectors = []
+
+
+def register_collector(collector):
+    """Add a collector computed at scrape time from the database (e.g. host counts).
+    Apps call this from their ``metrics.py``, imported by their AppConfig.ready().
+
+    Only the web process' ``/metrics`` serves these (a worker's metrics port does not),
+    so a count appears once however many workers there are."""
+    _collectors.append(collector)
+    if _registry is not None:
+        _registry.register(collector)
 
 
 def registry():
@@ -64,6 +76,8 @@ def registry():
         else:
             reg = REGISTRY
         reg.register(BuildInfoCollector())
+        for collector in _collectors:
+            reg.register(collector)
         _registry = reg
     return _registry
 
@@ -79,7 +93,12 @@ def process_exited(pid):
 
 
 def serve_worker_metrics(port, addr="0.0.0.0"):  # noqa: S104 - scraped from outside the container
-    """Serve this host's metrics on ``port`` from a worker (one per container/host)."""
+    """Serve this host's metrics on ``port`` from a worker (one per container/host):
+    what its processes counted, without the database-backed collectors."""
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=addr, registry=registry())
+    reg = CollectorRegistry()
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(reg)
+    ProcessCollector(registry=reg)
+    start_http_server(port, addr=addr, registry=reg)

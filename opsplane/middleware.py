@@ -1,5 +1,28 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
 
+from opsplane import views
+
+
+class ProbeMiddleware:
+    """Serve /healthz, /readyz and /metrics before any other middleware runs.
+
+    They must answer whatever Host header a load balancer or Prometheus sends (often
+    the replica's IP address, which ALLOWED_HOSTS does not list), and they need no
+    session, CSRF or locale. Their views handle their own authentication (the metrics
+    token).
+    """
+
+    PROBES = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics_view}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        probe = self.PROBES.get(request.path_info)
+        if probe is not None:
+            return probe(request)
+        return self.get_response(request)
+
 
 class LoginRequiredMiddleware(DjangoLoginRequired):
     """Every page needs a login (Django's middleware), except the API, where DRF

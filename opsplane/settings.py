@@ -16,6 +16,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("OPSPLANE_VAR_DIR") or BASE_DIR / "var").resolve()
 
 SECRET_KEY = env.secret_key(key_file=VAR_DIR / "secret_key")
+# Encrypts credentials at rest (cmdb/crypto.py); newest key first.
+OPSPLANE_FERNET_KEYS = env.fernet_keys(key_file=VAR_DIR / "fernet_key")
 DEBUG = env.env_bool("DEBUG", False)
 ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -42,6 +44,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes answer before the Host header is checked (load balancers and
+    # Prometheus reach replicas by IP address).
+    "opsplane.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -124,6 +129,13 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "opsplane-heartbeat": {"task": "opsplane.heartbeat", "schedule": 15.0},
 }
+# Refresh every host's facts this often (0: never; a run from the UI still works).
+OPSPLANE_FACTS_INTERVAL_HOURS = env.env_int("OPSPLANE_FACTS_INTERVAL_HOURS", 6, minimum=0)
+if OPSPLANE_FACTS_INTERVAL_HOURS:
+    CELERY_BEAT_SCHEDULE["cmdb-facts"] = {
+        "task": "cmdb.gather_facts_scheduled",
+        "schedule": OPSPLANE_FACTS_INTERVAL_HOURS * 3600.0,
+    }
 
 # --- auth, roles, sessions -----------------------------------------------------------
 
@@ -149,11 +161,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
-# Behind a proxy the client address comes from X-Forwarded-For (see OPSPLANE_BEHIND_PROXY).
-AXES_IPWARE_PROXY_COUNT = 1 if env.env_bool("OPSPLANE_BEHIND_PROXY", False) else None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
-)
+# The client address is REMOTE_ADDR. Behind a reverse proxy, uvicorn's --proxy-headers
+# sets it from X-Forwarded-For for the proxies FORWARDED_ALLOW_IPS trusts.
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -204,6 +213,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {"anon": "30/min"},
+    "EXCEPTION_HANDLER": "opsplane.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "opsplane API",

@@ -1,3 +1,5 @@
+import logging
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
@@ -12,6 +14,8 @@ from opsplane import metrics, services, startup, tokens
 from opsplane.forms import ApiTokenForm
 from opsplane.models import ApiToken
 from opsplane.roles import Role, role_required, roles_of
+
+logger = logging.getLogger(__name__)
 
 
 def home(request):
@@ -34,13 +38,15 @@ def healthz(request):
 @never_cache
 @require_GET
 def readyz(request):
-    """Readiness: the database and Redis answer. 503 names what is down."""
+    """Readiness: the database and Redis answer. 503 names what is down; the details
+    (which may name hosts) go to the log, not to an unauthenticated caller."""
     checks = {}
     for name, check in (("database", startup.check_database), ("redis", startup.check_redis)):
         try:
             check()
         except startup.StartupError as exc:
-            checks[name] = {"ok": False, "error": str(exc)}
+            logger.warning("readyz: %s", exc)
+            checks[name] = {"ok": False, "error": str(exc).split(":", 1)[0] + " unreachable"}
         else:
             checks[name] = {"ok": True}
     down = [name for name, result in checks.items() if not result["ok"]]

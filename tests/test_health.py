@@ -25,3 +25,16 @@ def test_readyz_names_redis_when_it_is_unreachable(client, settings, unused_tcp_
     assert body["down"] == ["redis"]
     assert "REDIS_URL" in body["checks"]["redis"]["error"]
     assert body["checks"]["database"]["ok"]
+
+
+def test_probes_answer_whatever_host_a_load_balancer_sends(client):
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path, HTTP_HOST="10.1.2.3:8000").status_code == 200, path
+    # Pages still check the Host header.
+    assert client.get("/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
+def test_readyz_does_not_reveal_where_the_database_is(client, settings, unused_tcp_port):
+    settings.REDIS_URL = f"redis://secret-redis.internal:{unused_tcp_port}/0"
+    body = client.get("/readyz").content.decode()
+    assert "secret-redis.internal" not in body
