@@ -8,6 +8,7 @@ Idempotent: a second run changes nothing and keeps the passwords it made the fir
 import json
 import os
 import secrets
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -31,8 +32,11 @@ def _read(path):
 
 
 @transaction.atomic
-def load(logins_path):
-    """Create what is missing; return the logins as [{role, username, password}]."""
+def load(logins_path, lab_inventory=None):
+    """Create what is missing; return the logins as [{role, username, password}].
+
+    ``lab_inventory`` (the SSH lab's inventory.json, when the lab runs) adds its hosts to
+    the inventory with the lab's client key as their credential and their keys pinned."""
     User = get_user_model()
     groups = ensure_role_groups()
     known = _read(logins_path)
@@ -55,7 +59,57 @@ def load(logins_path):
         logins.append(entry)
     _write(logins_path, logins)
     cmdb_services.ensure_demo_environments()
+    admin = User.objects.get(username="admin")
+    if lab_inventory is not None and lab_inventory.exists():
+        load_lab(json.loads(lab_inventory.read_text()), by=admin)
     return logins
+
+
+# The lab's hosts get roles and zones so selectors have something to choose from:
+# lab-001..003 web in zone a, 004..006 web in zone b, 007..008 db, the rest cache;
+# the first two are canaries. Environments cycle so each has hosts.
+def _lab_labels(index):
+    role = "web" if index < 6 else "db" if index < 8 else "cache"
+    labels = {"role": role, "zone": "a" if index % 2 == 0 else "b"}
+    if index < 2:
+        labels["canary"] = "true"
+    return labels
+
+
+def load_lab(inventory, *, by):
+    """Put the lab's hosts in the inventory (idempotent: existing hosts are kept)."""
+    from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
+
+    credential = Credential.objects.filter(name="lab-key").first()
+    if credential is None:
+        credential = cmdb_services.save_credential(
+            Credential(), {"name": "lab-key", "kind": Credential.Kind.SSH_KEY,
+                           "description": "Client key of the SSH lab (make run)"},
+            private_key=Path(inventory["client_key"]).read_text(), by=by)
+    environments = {e.name: e for e in Environment.objects.all()}
+    order = ["prod", "staging", "dev"]
+    groups = {}
+    for name in ("web", "db", "cache"):
+        groups[name] = Group.objects.filter(name=name).first() or cmdb_services.save_group(
+            Group(), {"name": name, "description": f"{name} servers"}, by=by)
+    existing = set(Host.objects.values_list("name", flat=True))
+    for index, entry in enumerate(inventory["hosts"]):
+        if entry["name"] in existing:
+            continue
+        labels = _lab_labels(index)
+        host = cmdb_services.save_host(Host(), {
+            "name": entry["name"], "address": entry["address"], "port": entry["port"],
+            "ssh_user": entry["user"], "environment": environments[order[index % 3]],
+            "labels": labels, "groups": [groups[labels["role"]]], "credential": credential,
+            "owner_team": "platform", "description": "SSH lab host (loopback)",
+        }, by=by)
+        cmdb_services.trust_host_key(host, entry["host_key"], by=by,
+                                     source=HostKey.Source.KNOWN_HOSTS)
+    if not Service.objects.filter(name="storefront").exists():
+        cmdb_services.save_service(Service(), {
+            "name": "storefront", "tier": Service.Tier.CRITICAL, "owner_team": "shop",
+            "description": "The web shop", "hosts": list(groups["web"].hosts.all()),
+        }, by=by)
 
 
 def _write(path, logins):

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from opsplane import api, views
 
@@ -35,6 +35,10 @@ urlpatterns = [
     path("approvals/", include("approvals.urls")),
     path("alerts/", include("alerts.urls")),
     path("api/v1/", include(api_patterns)),
+    path("api/v1/", include("cmdb.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The split view serves its script as a file, as our Content-Security-Policy wants.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"),
+         name="api-docs"),
     path("admin/", admin.site.urls),
 ]

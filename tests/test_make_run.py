@@ -121,6 +121,8 @@ def test_make_run_serves_logs_in_and_stops_cleanly(tmp_path):
         operator = _login(base, "operator", logins["operator"])
         home = operator.open(f"{base}/", timeout=10).read().decode()
         assert ">operator<" in home and "/changes/" in home
+        hosts = operator.open(f"{base}/inventory/?selector=role%3Dweb", timeout=10).read()
+        assert b"lab-001" in hosts and b"6 hosts" in hosts
 
         # The lab is up: ten hosts in the inventory, the first one speaks SSH.
         inventory = json.loads((var_dir / "lab" / "inventory.json").read_text())

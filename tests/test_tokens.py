@@ -104,3 +104,15 @@ def test_revoke_from_the_page(client, operator, approver):
     assert client.post(f"/account/tokens/{token.pk}/revoke/").status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_api_docs_page_is_served_locally(client, operator):
+    client.force_login(operator)
+    html = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in html
+    assert "cdn." not in html and "https://" not in html.split("<body", 1)[0]
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    paths = schema.json()["paths"]
+    assert "/api/v1/hosts/" in paths and "/api/v1/selector/" in paths
