@@ -97,3 +97,73 @@ def unused_tcp_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- a real browser ------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    import os
+    import shutil
+
+    from opsplane.testing.require import unavailable
+
+    # Playwright's sync API keeps an event loop running in this thread, which Django
+    # would take for async code calling the ORM; the tests' ORM calls are plain sync.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    executable = shutil.which("chromium")
+    if executable is None:
+        unavailable("chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed")
+    with sync_playwright() as playwright:
+        try:
+            instance = playwright.chromium.launch(executable_path=executable,
+                                                  args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - any launch failure means no browser
+            unavailable(f"chromium does not start: {exc}")
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, live_server, request):
+    """A fresh browser tab on the live server. Console errors and Content-Security-Policy
+    violations fail the test: the UI must run under its own policy."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280,
+                                                                      "height": 800})
+    tab = context.new_page()
+    problems = []
+    tab.on("console", lambda msg: msg.type == "error" and problems.append(msg.text))
+    tab.on("pageerror", lambda exc: problems.append(str(exc)))
+    yield tab
+    context.close()
+    assert problems == [], f"browser errors: {problems}"
+
+
+@pytest.fixture(scope="session")
+def screenshots():
+    """Where browser tests save screenshots of key pages for reviewers (printed)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("OPSPLANE_ARTIFACTS", "artifacts")) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {folder.resolve()}")
+    return folder
+
+
+def login(page, user, password="correct horse battery"):
+    page.goto("/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
