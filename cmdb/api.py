@@ -73,6 +73,23 @@ class HostSerializer(serializers.ModelSerializer):
         extra_kwargs = {"name": {"validators": []}}
 
 
+class HostListSerializer(HostSerializer):
+    """The list's rows: what a table or a script iterating hosts needs. Facts, variables
+    and pinned keys are on the detail (``/api/v1/hosts/<name>/``)."""
+
+    class Meta(HostSerializer.Meta):
+        fields = [
+            "id", "name", "address", "port", "ssh_user", "environment", "labels", "groups",
+            "services", "owner_team", "enabled", "credential", "host_key_state",
+            "facts_updated_at", "facts_error", "updated_at",
+        ]
+
+
+LIST_COLUMNS = ["id", "name", "address", "port", "ssh_user", "environment__name", "labels",
+                "owner_team", "enabled", "credential__name", "host_key_state",
+                "facts_updated_at", "facts_error", "updated_at"]
+
+
 def host_queryset():
     return Host.objects.select_related("environment", "credential").prefetch_related(
         Prefetch("groups", queryset=Group.objects.only("id", "name")),
@@ -88,8 +105,10 @@ HOST_ORDERING = {"name", "-name", "created_at", "-created_at", "updated_at", "-u
 class HostList(generics.ListCreateAPIView):
     """Hosts, filtered by `selector` and `search`, sorted by `ordering`."""
 
-    serializer_class = HostSerializer
     permission_classes = [ReadInventory]
+
+    def get_serializer_class(self):
+        return HostListSerializer if self.request.method == "GET" else HostSerializer
 
     @extend_schema(parameters=[
         SELECTOR_PARAM,
@@ -105,7 +124,11 @@ class HostList(generics.ListCreateAPIView):
         if ordering not in HOST_ORDERING:
             raise ValidationError({"ordering": [f"one of {', '.join(sorted(HOST_ORDERING))}"]})
         field = ordering.replace("environment", "environment__name")
-        return selected_hosts(self.request, host_queryset()).order_by(field, "name")
+        hosts = Host.objects.select_related("environment", "credential").only(
+            *LIST_COLUMNS).prefetch_related(
+            Prefetch("groups", queryset=Group.objects.only("id", "name")),
+            Prefetch("services", queryset=Service.objects.only("id", "name")))
+        return selected_hosts(self.request, hosts).order_by(field, "name")
 
     def perform_create(self, serializer):
         serializer.instance = services.save_host(Host(), dict(serializer.validated_data),
@@ -166,6 +189,25 @@ class GatherFacts(APIView):
         host = get_object_or_404(Host, name=name)
         services.queue_fact_gathering(Host.objects.filter(pk=host.pk), by=request.user)
         return Response({"queued": [host.name]}, status=status.HTTP_202_ACCEPTED)
+
+
+class GatherFactsForSelector(APIView):
+    """Queue fact gathering for every enabled host a selector matches; 202."""
+
+    permission_classes = [ReadInventory]
+
+    @extend_schema(
+        request=inline_serializer("FactsRequest", {"selector": serializers.CharField()}),
+        responses={202: inline_serializer("FactsQueued", {
+            "queued": serializers.IntegerField()})},
+    )
+    def post(self, request):
+        try:
+            hosts = selectors.resolve(request.data.get("selector", ""))
+        except selectors.SelectorError as exc:
+            raise ValidationError({"selector": [str(exc)]}) from None
+        queued = services.queue_fact_gathering(hosts, by=request.user)
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
 
 
 class BulkLabels(APIView):

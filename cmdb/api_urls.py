@@ -11,6 +11,7 @@ urlpatterns = [
          name="api-host-retrust"),
     path("hosts/<str:name>/facts/", api.GatherFacts.as_view(), name="api-host-facts"),
     path("selector/", api.SelectorPreview.as_view(), name="api-selector"),
+    path("facts/", api.GatherFactsForSelector.as_view(), name="api-facts"),
     path("groups/", api.GroupList.as_view(), name="api-groups"),
     path("groups/<str:name>/", api.GroupDetail.as_view(), name="api-group"),
     path("services/", api.ServiceList.as_view(), name="api-services"),

@@ -8,6 +8,7 @@ urlpatterns = [
     path("preview/", views.selector_preview, name="preview"),
     path("hosts/new/", views.host_edit, name="host_new"),
     path("hosts/bulk-labels/", views.bulk_labels, name="bulk_labels"),
+    path("hosts/facts/", views.gather_facts_for_selector, name="facts_for_selector"),
     path("hosts/<str:name>/", views.host_detail, name="host"),
     path("hosts/<str:name>/edit/", views.host_edit, name="host_edit"),
     path("hosts/<str:name>/delete/", views.host_delete, name="host_delete"),

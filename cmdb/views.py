@@ -7,6 +7,7 @@ from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -205,6 +206,20 @@ def host_gather_facts(request, name):
     messages.info(request, _("Gathering facts from %(host)s; reload in a few seconds.")
                   % {"host": host.name})
     return redirect("cmdb:host", name=host.name)
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def gather_facts_for_selector(request):
+    """Gather facts from every enabled host the list's selector matches."""
+    text = request.POST.get("selector", "")
+    try:
+        queued = services.queue_fact_gathering(selectors.resolve(text), by=request.user)
+    except selectors.SelectorError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, _("Gathering facts from %(n)d hosts.") % {"n": queued})
+    return redirect(f"{reverse('cmdb:index')}?{urlencode({'selector': text})}")
 
 
 @role_required(Role.OPERATOR)
