@@ -140,3 +140,36 @@ class TrustKeyForm(forms.Form):
                           widget=forms.Textarea(attrs={"rows": 2, "class": "mono"}),
                           help_text=_("Paste the key, or leave empty to pin the key the "
                                       "host presents now."))
+
+
+MAX_UPLOAD = 20 * 1024 * 1024
+
+
+class UploadOrPasteForm(forms.Form):
+    """Text pasted in a box or uploaded as a file (one of them)."""
+
+    content = forms.CharField(label=_("Paste"), required=False, strip=False,
+                              widget=forms.Textarea(attrs={"rows": 10, "class": "mono",
+                                                           "spellcheck": "false"}))
+    file = forms.FileField(label=_("or upload a file"), required=False)
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload is not None:
+            if upload.size > MAX_UPLOAD:
+                raise ValidationError(_("The file is larger than 20 MB."))
+            try:
+                data["content"] = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValidationError(_("The file is not UTF-8 text.")) from None
+        if not data.get("content", "").strip():
+            raise ValidationError(_("Paste the text or choose a file."))
+        return data
+
+    def text(self):
+        return self.cleaned_data["content"]
+
+
+class KnownHostsForm(UploadOrPasteForm):
+    pass

@@ -235,18 +235,24 @@ def save_service(service, data, *, by, request=None):
     created = service.pk is None
     hosts = data.pop("hosts", None)
     fields = ["name", "description", "owner_team", "tier"]
-    before = {} if created else {f: getattr(Service.objects.get(pk=service.pk), f)
-                                 for f in fields}
+    before = {} if created else _service_snapshot(Service.objects.get(pk=service.pk))
     _apply(service, data, fields)
     service.full_clean()
     with transaction.atomic():
         service.save()
         if hosts is not None:
             service.hosts.set(hosts)
-        changes = diff(before, {f: getattr(service, f) for f in fields})
+        changes = diff(before, _service_snapshot(service))
         audit.record("service.create" if created else "service.update", by=by, obj=service,
                      request=request, detail={"changes": changes})
     return service
+
+
+def _service_snapshot(service):
+    fields = {f: getattr(service, f) for f in ("name", "description", "owner_team", "tier")}
+    # The hosts are part of what a service is: who added or removed one is audited too.
+    fields["hosts"] = sorted(service.hosts.values_list("name", flat=True)) if service.pk else []
+    return fields
 
 
 def delete_service(service, *, by, request=None):
@@ -265,10 +271,16 @@ def save_credential(credential, data, *, private_key=None, passphrase=None, pass
     checked (a key must parse and open with its passphrase) before anything is stored."""
     _require(can_admin(by))
     created = credential.pk is None
+    old_kind = None if created else Credential.objects.get(pk=credential.pk).kind
     _apply(credential, data, ["name", "kind", "description"])
     secret_given = bool(private_key or password)
     if created and not secret_given:
         raise ValidationError({"secret": _("A new credential needs its key or password.")})
+    if not secret_given and old_kind != credential.kind:
+        # The stored secret is of the old kind: a key is no password, and vice versa.
+        field = "private_key" if credential.kind == Credential.Kind.SSH_KEY else "password"
+        raise ValidationError({field: _("A credential that changes kind needs its new "
+                                         "secret.")})
     if secret_given:
         if credential.kind == Credential.Kind.SSH_KEY:
             if not private_key:
@@ -294,16 +306,25 @@ def save_credential(credential, data, *, private_key=None, passphrase=None, pass
 
 
 def _load_private_key(text, passphrase):
+    # asyncssh tells the cases apart only by its messages: an encrypted key without a
+    # passphrase and a PEM/PKCS#8 key with a wrong one are KeyImportErrors, a wrong
+    # passphrase on an OpenSSH-format key a KeyEncryptionError, and so is a missing
+    # bcrypt module, which that format's key derivation needs.
     try:
         return asyncssh.import_private_key(text.strip() + "\n", passphrase or None)
-    except asyncssh.KeyEncryptionError:
-        raise ValidationError({"passphrase": _("The passphrase does not open this key.")}) \
-            from None
-    except (asyncssh.KeyImportError, ValueError):
-        raise ValidationError(
-            {"private_key": _("This is not an SSH private key asyncssh can read "
-                              "(OpenSSH, PEM or PKCS#8 format).")}
-        ) from None
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
+        message = str(exc)
+    if "bcrypt" in message:
+        error = {"passphrase": _("Keys in this format need the bcrypt module to open with "
+                                 "a passphrase, and it is not installed.")}
+    elif "Passphrase must be specified" in message:
+        error = {"passphrase": _("This key is encrypted: enter its passphrase.")}
+    elif passphrase and ("decrypt" in message or "passphrase" in message):
+        error = {"passphrase": _("The passphrase does not open this key.")}
+    else:
+        error = {"private_key": _("This is not an SSH private key asyncssh can read "
+                                  "(OpenSSH, PEM or PKCS#8 format).")}
+    raise ValidationError(error)
 
 
 def delete_credential(credential, *, by, request=None):
@@ -319,11 +340,17 @@ def delete_credential(credential, *, by, request=None):
 
 
 def rotate_credentials():
-    """Re-encrypt every credential with the newest key; returns how many."""
-    credentials = list(Credential.objects.all())
-    for credential in credentials:
-        credential.secret = crypto.rotate(credential.secret)
-    Credential.objects.bulk_update(credentials, ["secret"], batch_size=200)
+    """Re-encrypt every credential with the newest key; returns how many.
+
+    The rows stay locked from read to write, so a secret an admin saves meanwhile is not
+    overwritten with the old one. One unreadable credential stops the rotation before
+    anything is written."""
+    with transaction.atomic():
+        credentials = list(Credential.objects.select_for_update().order_by("pk"))
+        for credential in credentials:
+            credential.secret = crypto.rotate(credential.secret)
+        Credential.objects.bulk_update(credentials, ["secret"], batch_size=200)
+        audit.record_many("credential.rotate", credentials, source="rotate_credentials")
     return len(credentials)
 
 
@@ -352,8 +379,9 @@ def connection_spec(host, *, connect_timeout=10):
 # --- host keys ------------------------------------------------------------------------------
 
 
-def trust_host_key(host, key, *, by, source=HostKey.Source.MANUAL, request=None):
-    """Pin ``key`` (OpenSSH one-line public key) for a host that has none pinned yet.
+def trust_host_key(host, key=None, *, by, source=HostKey.Source.MANUAL, request=None):
+    """Pin ``key`` (OpenSSH one-line public key) for a host that has none pinned yet;
+    without ``key``, the key the host presents now (trust on first use).
 
     A host whose key changed needs ``retrust_host_key`` (admins only)."""
     if by is None:
@@ -361,6 +389,8 @@ def trust_host_key(host, key, *, by, source=HostKey.Source.MANUAL, request=None)
         _require(source == HostKey.Source.FIRST_CONTACT)
     else:
         _require(can_edit(by))
+    if not key:  # only now: whoever may not pin must not make us connect either
+        key = fetch_presented_key(host)
     key, fingerprint = _normalise_public_key(key)
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
@@ -447,7 +477,7 @@ def gather_facts(hosts, *, by=None, concurrency=50, timeout=60):
     hosts = list(hosts.select_related("credential").prefetch_related("host_keys"))
     if by is not None:
         _pin_on_first_contact([h for h in hosts if not h.host_keys.all()], by=by,
-                              timeout=min(timeout, 15))
+                              timeout=min(timeout, 15), concurrency=concurrency)
         hosts = list(Host.objects.filter(pk__in=[h.pk for h in hosts])
                      .select_related("credential").prefetch_related("host_keys"))
     specs, outcomes = [], {}
@@ -466,14 +496,18 @@ def gather_facts(hosts, *, by=None, concurrency=50, timeout=60):
     return outcomes
 
 
-def _pin_on_first_contact(hosts, *, by, timeout):
+def _pin_on_first_contact(hosts, *, by, timeout, concurrency):
     import asyncio
 
     async def fetch_all():
-        return await asyncio.gather(
-            *(ssh.fetch_host_key(h.connect_address, h.port, timeout=timeout) for h in hosts),
-            return_exceptions=True,
-        )
+        limit = asyncio.Semaphore(concurrency)
+
+        async def fetch(host):
+            async with limit:
+                return await ssh.fetch_host_key(host.connect_address, host.port,
+                                                timeout=timeout)
+
+        return await asyncio.gather(*(fetch(h) for h in hosts), return_exceptions=True)
 
     for host, key in zip(hosts, asyncio.run(fetch_all()) if hosts else [], strict=True):
         if isinstance(key, str):  # unreachable hosts stay unpinned; the run reports why
@@ -527,3 +561,51 @@ def queue_fact_gathering(hosts, *, by):
         chunk = ids[start:start + tasks.CHUNK]
         transaction.on_commit(lambda chunk=chunk: tasks.gather_facts.delay(chunk, by.pk))
     return len(ids)
+
+
+def import_known_hosts(text, *, by, request=None):
+    """Pin host keys from an OpenSSH known_hosts file for hosts that have none yet.
+
+    Matches each inventory host by name and address (hashed entries and ``[host]:port``
+    included, as OpenSSH matches them). Hosts that already pin a different key are
+    reported, never changed: that is what re-trusting is for. Returns a report dict:
+    ``pinned``, ``unchanged``, ``conflicts`` (host names) and ``errors`` ({line, message}).
+    """
+    _require(can_edit(by))
+    errors = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if fields[0].startswith("@"):
+            errors.append({"line": number, "message": _(
+                "%(marker)s lines are not imported; pin plain host keys only."
+            ) % {"marker": fields[0]}})
+            continue
+        try:
+            asyncssh.import_public_key(" ".join(fields[1:3]))
+        except (asyncssh.KeyImportError, ValueError, IndexError):
+            errors.append({"line": number, "message": _(
+                "Expected “host[,host…] key-type base64-key”.")})
+    known = asyncssh.import_known_hosts(text)
+    report = {"pinned": [], "unchanged": [], "conflicts": [], "errors": errors}
+    hosts = Host.objects.prefetch_related("host_keys")
+    for host in hosts:
+        # Entries may name the host or its address; asyncssh checks both as host names.
+        names = {host.name, host.address} - {""}
+        lines = {ssh.public_key_line(key) for name in names
+                 for key in known.match(name, "", host.port)[0]}
+        if not lines:
+            continue
+        pinned = {k.key for k in host.host_keys.all()}
+        if pinned & lines:
+            report["unchanged"].append(host.name)
+        elif pinned:
+            report["conflicts"].append(host.name)
+        else:
+            for line in sorted(lines):
+                trust_host_key(host, line, by=by, source=HostKey.Source.KNOWN_HOSTS,
+                               request=request)
+            report["pinned"].append(host.name)
+    return report

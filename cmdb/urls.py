@@ -15,6 +15,7 @@ urlpatterns = [
     path("hosts/<str:name>/trust-key/", views.host_trust_key, name="host_trust_key"),
     path("hosts/<str:name>/retrust-key/", views.host_retrust_key, name="host_retrust_key"),
     path("hosts/<str:name>/facts/", views.host_gather_facts, name="host_facts"),
+    path("known-hosts/", views.known_hosts_import, name="known_hosts"),
     path("groups/", views.group_list, name="groups"),
     path("groups/new/", views.group_edit, name="group_new"),
     path("groups/<str:name>/", views.group_detail, name="group"),

@@ -18,6 +18,7 @@ from cmdb.forms import (
     EnvironmentForm,
     GroupForm,
     HostForm,
+    KnownHostsForm,
     ServiceForm,
     TrustKeyForm,
 )
@@ -368,3 +369,13 @@ def credential_delete(request, name):
         messages.error(request, str(exc))
     return redirect("cmdb:credentials")
 
+
+
+@role_required(Role.OPERATOR)
+def known_hosts_import(request):
+    """Pin host keys from a known_hosts file (pasted or uploaded)."""
+    form = KnownHostsForm(request.POST or None, request.FILES or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        report = services.import_known_hosts(form.text(), by=request.user, request=request)
+    return render(request, "cmdb/known_hosts.html", {"form": form, "report": report})
