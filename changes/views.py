@@ -1,8 +1,244 @@
-from django.shortcuts import render
+"""Change pages. Thin: parse the request, call ``changes.services``, render."""
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from changes import services
+from changes.forms import ChangeForm, RunbookForm
+from changes.models import Change, HostResult, Run, Runbook
+from opsplane.errors import DomainError
 from opsplane.roles import Role, role_required
 
+VIEWERS = (Role.OPERATOR, Role.APPROVER, Role.ONCALL)
 
-@role_required(*(Role.OPERATOR, Role.APPROVER))
+
+def _form_errors(form, exc):
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+# --- runbooks ---------------------------------------------------------------------------
+
+
+@role_required(*VIEWERS)
+def runbook_list(request):
+    items = Runbook.objects.filter(archived=False).annotate(version_count=Count("versions"))
+    return render(request, "changes/runbook_list.html", {
+        "runbooks": items, "can_operate": services.can_operate(request.user)})
+
+
+@role_required(*VIEWERS)
+def runbook_detail(request, name):
+    runbook = get_object_or_404(Runbook, name=name)
+    versions = runbook.versions.select_related("created_by")
+    return render(request, "changes/runbook_detail.html", {
+        "runbook": runbook, "version": versions.first(), "versions": versions,
+        "can_operate": services.can_operate(request.user)})
+
+
+@role_required(Role.OPERATOR)
+def runbook_edit(request, name=None):
+    runbook = get_object_or_404(Runbook, name=name) if name else Runbook()
+    form = RunbookForm.for_runbook(runbook, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.save_runbook(runbook, by=request.user, request=request,
+                                  **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, _("Runbook %(name)s saved.") % {"name": runbook.name})
+            return redirect("changes:runbook", name=runbook.name)
+    return render(request, "changes/runbook_form.html", {"form": form, "runbook": runbook})
+
+
+# --- changes -------------------------------------------------------------------------------
+
+
+@role_required(*VIEWERS)
 def index(request):
-    return render(request, "changes/index.html")
+    changes = Change.objects.select_related("author", "runbook_version__runbook")
+    status = request.GET.get("status", "")
+    if status in Change.Status.values:
+        changes = changes.filter(status=status)
+    if q := request.GET.get("q", "").strip():
+        changes = changes.filter(Q(title__icontains=q) | Q(selector__icontains=q))
+    if request.GET.get("mine"):
+        changes = changes.filter(author=request.user)
+    page = Paginator(changes, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "changes/change_list.html", {
+        "page": page, "status": status, "q": q, "mine": request.GET.get("mine", ""),
+        "statuses": Change.Status.choices, "query": query.urlencode(),
+        "can_operate": services.can_operate(request.user)})
+
+
+@role_required(Role.OPERATOR)
+def change_edit(request, pk=None):
+    """Compose a change (or edit one not yet running). Picking a runbook reloads the
+    parameter fields (htmx swaps just that region)."""
+    change = get_object_or_404(Change, pk=pk) if pk else None
+    runbook_name = request.POST.get("runbook") or request.GET.get("runbook") or (
+        change.runbook_version.runbook.name if change else "")
+    runbook = Runbook.objects.filter(name=runbook_name).first()
+    parameters = runbook.latest.parameters if runbook and runbook.latest else []
+    initial = {}
+    if change is not None:
+        initial = {"title": change.title, "description": change.description,
+                   "runbook": runbook_name, "selector": change.selector,
+                   "scheduled_at": change.scheduled_at, **change.strategy,
+                   "batches": ", ".join(change.strategy.get("batches", [])),
+                   **{f"param_{k}": v for k, v in change.params.items()}}
+    else:
+        initial = {"runbook": runbook_name, "selector": request.GET.get("selector", "")}
+    form = ChangeForm(request.POST or None, initial=initial, parameters=parameters)
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = services.compose_change(by=request.user, request=request, change=change,
+                                            **form.service_kwargs())
+            if saved.status == Change.Status.DRAFT:
+                services.submit_change(saved, by=request.user, request=request)
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, _("Change %(change)s saved.") % {"change": saved})
+            return redirect("changes:change", pk=saved.pk)
+    template = "changes/change_form.html"
+    if request.htmx and request.htmx.target == "params":
+        template += "#params"
+    response = render(request, template, {"form": form, "change": change})
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
+
+
+def _change_or_404(request, pk):
+    change = get_object_or_404(
+        Change.objects.select_related("author", "runbook_version__runbook"), pk=pk)
+    if not services.can_view(request.user, change):
+        raise PermissionDenied
+    return change
+
+
+@role_required(*VIEWERS)
+def change_detail(request, pk):
+    change = _change_or_404(request, pk)
+    runs = change.runs.annotate(
+        ok=Count("results", filter=Q(results__state=HostResult.State.OK)),
+        bad=Count("results", filter=Q(results__state__in=[
+            HostResult.State.FAILED, HostResult.State.UNREACHABLE, HostResult.State.UNKNOWN])),
+        total=Count("results"))
+    version = change.runbook_version
+    secret_names = [p["name"] for p in version.parameters if p["secret"]]
+    return render(request, "changes/change_detail.html", {
+        "change": change, "runs": runs, "version": version, "secret_names": secret_names,
+        "targets": change.targets.select_related("environment"),
+        "can_operate": services.can_operate(request.user),
+        "environments": sorted(set(change.targets.values_list("environment__name",
+                                                              flat=True))),
+    })
+
+
+def _action(request, pk, act, done_message):
+    change = _change_or_404(request, pk)
+    try:
+        result = act(change)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("changes:change", pk=change.pk)
+    messages.success(request, done_message)
+    if isinstance(result, Run):
+        return redirect("changes:run", pk=change.pk, number=result.number)
+    return redirect("changes:change", pk=change.pk)
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def change_start(request, pk):
+    return _action(request, pk, lambda c: services.start_run(c, by=request.user,
+                                                             request=request),
+                   _("Run started."))
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def change_cancel(request, pk):
+    return _action(request, pk, lambda c: services.cancel_change(c, by=request.user,
+                                                                 request=request),
+                   _("Change cancelled."))
+
+
+def _run_or_404(request, pk, number):
+    change = _change_or_404(request, pk)
+    return get_object_or_404(Run.objects.select_related("change", "started_by"),
+                             change=change, number=number)
+
+
+@role_required(*VIEWERS)
+def run_detail(request, pk, number):
+    run = _run_or_404(request, pk, number)
+    results = run.results.order_by("host_name")
+    state = request.GET.get("state", "")
+    counts = dict(run.results.values_list("state").annotate(n=Count("id")).order_by())
+    if state in HostResult.State.values:
+        results = results.filter(state=state)
+    done = sum(n for s, n in counts.items() if s in HostResult.DONE)
+    total = sum(counts.values())
+    context = {
+        "run": run, "change": run.change, "results": results.defer("log"), "state": state,
+        "counts": [(s, label, counts.get(s, 0)) for s, label in HostResult.State.choices],
+        "done": done, "total": total,
+        "percent": int(done * 100 / total) if total else 100,
+        "can_operate": services.can_operate(request.user),
+    }
+    template = "changes/run_detail.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#hosts"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@role_required(*VIEWERS)
+def host_log(request, pk, number, host):
+    run = _run_or_404(request, pk, number)
+    result = get_object_or_404(HostResult, run=run, host_name=host)
+    response = HttpResponse(result.log, content_type="text/plain; charset=utf-8")
+    if request.GET.get("download"):
+        filename = f"change-{run.change_id}-run-{run.number}-{host}.log"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def run_cancel(request, pk, number):
+    run = _run_or_404(request, pk, number)
+    try:
+        services.request_cancel(run, by=request.user, request=request)
+        messages.info(request, _("Cancelling: no new host starts; running ones are stopped."))
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("changes:run", pk=pk, number=number)
+
+
+@role_required(Role.OPERATOR)
+@require_POST
+def run_retry(request, pk, number):
+    run = _run_or_404(request, pk, number)
+    try:
+        new = services.retry_run(run, by=request.user, request=request)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("changes:run", pk=pk, number=number)
+    messages.success(request, _("Retrying %(n)d hosts.") % {"n": new.results.count()})
+    return redirect("changes:run", pk=pk, number=new.number)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
+from kombu import Queue
 
 from opsplane import env
 
@@ -129,7 +130,14 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "opsplane-heartbeat": {"task": "opsplane.heartbeat", "schedule": 15.0},
+    "changes-reaper": {"task": "changes.reap_stale_runs", "schedule": 30.0},
+    "changes-scheduled": {"task": "changes.start_due_changes", "schedule": 30.0},
 }
+# Runs go to the `runs` queue (or `runs.<site>`, see changes.services.queue_for); other
+# tasks to `celery`. A worker near a site's hosts consumes `runs.<site>`.
+CELERY_TASK_ROUTES = {"changes.execute_run": {"queue": "runs"}}
+CELERY_TASK_QUEUES = [Queue(name) for name in
+                      env.env_list("OPSPLANE_WORKER_QUEUES", ["celery", "runs"])]
 # Refresh every host's facts this often (0: never; a run from the UI still works).
 OPSPLANE_FACTS_INTERVAL_HOURS = env.env_int("OPSPLANE_FACTS_INTERVAL_HOURS", 6, minimum=0)
 if OPSPLANE_FACTS_INTERVAL_HOURS:

@@ -36,6 +36,7 @@ urlpatterns = [
     path("alerts/", include("alerts.urls")),
     path("api/v1/", include(api_patterns)),
     path("api/v1/", include("cmdb.api_urls")),
+    path("api/v1/", include("changes.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script as a file, as our Content-Security-Policy wants.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"),

@@ -116,7 +116,7 @@ def browser():
 
     # Playwright's sync API keeps an event loop running in this thread, which Django
     # would take for async code calling the ORM; the tests' ORM calls are plain sync.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     executable = shutil.which("chromium")
     if executable is None:
         unavailable("chromium is not installed (apt-get install chromium)")
