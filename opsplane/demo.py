@@ -1,5 +1,5 @@
-"""Demo data: roles, one user per role, environments (and, as apps grow, lab hosts,
-runbooks and alert routes). Like urls.py, this is where the project composes its apps.
+"""Demo data: roles, one user per role, environments, the lab's hosts, runbooks (and, as
+apps grow, alert routes). Like urls.py, this is where the project composes its apps.
 
 Idempotent: a second run changes nothing and keeps the passwords it made the first time
 (they live in ``var/demo_logins.json``, readable by this user only, never in the repo).
@@ -62,7 +62,70 @@ def load(logins_path, lab_inventory=None):
     admin = User.objects.get(username="admin")
     if lab_inventory is not None and lab_inventory.exists():
         load_lab(json.loads(lab_inventory.read_text()), by=admin)
+    load_runbooks(by=admin)
     return logins
+
+
+DEMO_RUNBOOKS = {
+    "uptime": ("How long each host has been up, and its load.", """
+steps:
+  - name: uptime
+    kind: shell
+    command: uptime
+"""),
+    "restart-service": ("Restart a service, canaries first.", """
+parameters:
+  - name: service
+    type: choice
+    choices: [nginx, redis, postgresql]
+    required: true
+  - name: grace
+    type: int
+    default: 2
+    description: Seconds to wait before checking it came back.
+steps:
+  - name: restart
+    kind: shell
+    command: echo "restarting {{ service }} on $(hostname)"; sleep {{ grace }}
+    timeout: 60
+  - name: check
+    kind: shell
+    command: echo "{{ service }} is up"
+"""),
+    "deploy-config": ("Render an application config from the host's facts and upload it.", """
+parameters:
+  - name: port
+    type: int
+    default: 8080
+  - name: api_token
+    type: string
+    secret: true
+    required: true
+steps:
+  - name: config
+    kind: upload
+    template: |
+      # managed by opsplane
+      listen = {{ port }}
+      workers = {{ facts.cpu_count | default(2) }}
+      token = {{ api_token }}
+    dest: /tmp/opsplane-demo-app.conf
+    mode: "0600"
+  - name: show
+    kind: shell
+    command: wc -l /tmp/opsplane-demo-app.conf
+"""),
+}
+
+
+def load_runbooks(*, by):
+    from changes import services as changes_services
+    from changes.models import Runbook
+
+    for name, (description, definition) in DEMO_RUNBOOKS.items():
+        if not Runbook.objects.filter(name=name).exists():
+            changes_services.save_runbook(Runbook(), name=name, description=description,
+                                          definition=definition.strip() + "\n", by=by)
 
 
 # The lab's hosts get roles and zones so selectors have something to choose from:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cmdb import selectors, services
+from changes.models import Runbook
 from cmdb.models import Environment, Host
 from opsplane import demo
 
@@ -19,6 +20,8 @@ def test_demo_is_idempotent_and_keeps_passwords(tmp_path):
     assert (tmp_path / "logins.json").stat().st_mode & 0o777 == 0o600
     assert set(Environment.objects.values_list("name", "protected")) == {
         ("dev", False), ("staging", False), ("prod", True)}
+    assert set(Runbook.objects.values_list("name", flat=True)) == {
+        "uptime", "restart-service", "deploy-config"}
 
 
 def test_lab_hosts_become_inventory_that_answers_over_ssh(tmp_path, ssh_lab):
