@@ -173,3 +173,26 @@ class UploadOrPasteForm(forms.Form):
 
 class KnownHostsForm(UploadOrPasteForm):
     pass
+
+
+class InventoryImportForm(UploadOrPasteForm):
+    FORMAT_CHOICES = [("", _("from the file name")), ("ini", _("Ansible INI")),
+                      ("yaml", _("Ansible YAML")), ("csv", "CSV"), ("json", "JSON")]
+
+    format = forms.ChoiceField(label=_("Format"), choices=FORMAT_CHOICES, required=False)
+    environment = forms.ModelChoiceField(
+        label=_("Environment for new hosts"), queryset=Environment.objects.all(),
+        to_field_name="name",
+        help_text=_("A host variable opsplane_env picks another one per host."))
+
+    def clean(self):
+        from cmdb.inventory import format_for_filename
+
+        data = super().clean()
+        if not data.get("format"):
+            upload = data.get("file")
+            fmt = format_for_filename(upload.name) if upload else None
+            if fmt is None:
+                self.add_error("format", _("Say which format this is."))
+            data["format"] = fmt
+        return data

@@ -1,12 +1,15 @@
 """Inventory pages. Thin: parse the request, call ``cmdb.services``, render."""
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.crypto import get_random_string
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -18,6 +21,7 @@ from cmdb.forms import (
     EnvironmentForm,
     GroupForm,
     HostForm,
+    InventoryImportForm,
     KnownHostsForm,
     ServiceForm,
     TrustKeyForm,
@@ -379,3 +383,67 @@ def known_hosts_import(request):
     if request.method == "POST" and form.is_valid():
         report = services.import_known_hosts(form.text(), by=request.user, request=request)
     return render(request, "cmdb/known_hosts.html", {"form": form, "report": report})
+
+
+IMPORT_TTL = 30 * 60
+
+
+@role_required(Role.OPERATOR)
+def inventory_import(request):
+    """Two steps: upload and see the plan (what would be created, updated, unchanged,
+    and every error with its line), then apply exactly that file. The file waits in the
+    cache between the steps, tied to this user."""
+    from cmdb import inventory
+
+    form = InventoryImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and "apply" in request.POST:
+        stash = cache.get(_import_key(request, request.POST.get("token", "")))
+        if stash is None:
+            messages.error(request, _("That preview expired; upload the file again."))
+            return redirect("cmdb:import")
+        environment = get_object_or_404(Environment, name=stash["environment"])
+        plan = inventory.plan_import(stash["text"], stash["format"], environment=environment)
+        try:
+            summary = inventory.apply_import(plan, by=request.user, request=request)
+        except services.CMDBError as exc:
+            messages.error(request, str(exc))
+            return redirect("cmdb:import")
+        cache.delete(_import_key(request, request.POST["token"]))
+        messages.success(request, _("Imported: %(create)d hosts created, %(update)d updated, "
+                                    "%(unchanged)d unchanged.") % summary["hosts"])
+        return redirect("cmdb:index")
+    plan = token = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        plan = inventory.plan_import(data["content"], data["format"],
+                                     environment=data["environment"])
+        if not plan.errors and plan.has_changes:
+            token = get_random_string(24)
+            cache.set(_import_key(request, token), {
+                "text": data["content"], "format": data["format"],
+                "environment": data["environment"].name}, IMPORT_TTL)
+    return render(request, "cmdb/import.html", {
+        "form": form, "plan": plan, "token": token,
+        "changed": [item for item in (plan.hosts + plan.groups if plan else [])
+                    if item.action != "unchanged"][:500]})
+
+
+def _import_key(request, token):
+    return f"cmdb:import:{request.user.pk}:{token}"
+
+
+@role_required(*READERS)
+def inventory_export(request):
+    """The hosts a selector matches as an Ansible YAML inventory, Prometheus file_sd
+    JSON or CSV."""
+    from cmdb import inventory
+
+    try:
+        hosts = selectors.resolve(request.GET.get("selector", ""), include_disabled=True)
+        text, content_type, filename = inventory.export(request.GET.get("format", "ansible"),
+                                                       hosts)
+    except (selectors.SelectorError, ValueError) as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    response = HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -223,6 +223,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {"anon": "30/min"},
     "EXCEPTION_HANDLER": "opsplane.errors.api_exception_handler",
+    # `format` is ours (exports); clients choose JSON with the Accept header.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "opsplane API",
