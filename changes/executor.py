@@ -60,7 +60,7 @@ def final_status(run, outcome):
     bad = run.results.filter(state__in=[HostResult.State.FAILED, HostResult.State.UNREACHABLE,
                                         HostResult.State.UNKNOWN]).exists()
     if outcome.aborted or bad:
-        return Run.Status.FAILED, outcome.aborted_reason or ""
+        return Run.Status.FAILED, outcome.abort_reason or ""
     return Run.Status.SUCCEEDED, ""
 
 
@@ -75,25 +75,27 @@ def build_inputs(run):
     for result in results:
         host = result.host
         if host is None:
-            targets.append(engine.Target(result.host_name, None, {}, {},
+            targets.append(engine.Target(name=result.host_name, spec=None,
                                          error="the host was deleted from the inventory",
                                          error_reason="inventory"))
             continue
         if not host.enabled:
-            targets.append(engine.Target(host.name, None, host.labels, host.facts,
-                                         error="the host is disabled in the inventory",
-                                         error_reason="inventory"))
+            targets.append(engine.Target(name=host.name, spec=None, labels=host.labels,
+                                         facts=host.facts, error_reason="inventory",
+                                         error="the host is disabled in the inventory"))
             continue
         try:
             spec = cmdb_services.connection_spec(host)
         except crypto.SecretUnreadable as exc:
-            targets.append(engine.Target(host.name, None, host.labels, host.facts,
-                                         error=str(exc), error_reason="credential"))
+            targets.append(engine.Target(name=host.name, spec=None, labels=host.labels,
+                                         facts=host.facts, error=str(exc),
+                                         error_reason="credential"))
             continue
         for secret in (spec.password, spec.passphrase):
             if secret:
                 secrets.add(secret)
-        targets.append(engine.Target(host.name, spec, host.labels, host.facts))
+        targets.append(engine.Target(name=host.name, spec=spec, labels=host.labels,
+                                     facts=host.facts))
     secret_params = services.secret_values(change)
     secrets.update(str(v) for v in secret_params.values() if v not in (None, ""))
     params = {**change.params, **secret_params}
