@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from changes import engine, services
+from changes import engine, metrics, services
 from changes.models import HostResult, Run
 from cmdb import crypto
 from cmdb import services as cmdb_services
@@ -51,7 +51,9 @@ def execute(run_id):
     with transaction.atomic():
         run.refresh_from_db()
         status, reason = final_status(run, outcome)
-        return services.finish_run(run, status, source=worker, aborted_reason=reason)
+        run = services.finish_run(run, status, source=worker, aborted_reason=reason)
+    metrics.observe_finished(run)
+    return run
 
 
 def final_status(run, outcome):

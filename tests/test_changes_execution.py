@@ -40,7 +40,8 @@ def make_change(operator, definition, selector, params=None, **strategy):
     return change
 
 
-def test_a_change_runs_on_lab_hosts_through_the_worker(celery_worker, lab_inventory, operator):
+def test_a_change_runs_on_lab_hosts_through_the_worker(celery_worker, lab_inventory, operator,
+                                                      client):
     change = make_change(operator, """
 parameters:
   - name: word
@@ -57,6 +58,9 @@ steps:
     assert "hello world; touch /tmp/opsplane-pwned from lab-001" in results["lab-001"].log
     change.refresh_from_db()
     assert change.status == Change.Status.SUCCEEDED
+    body = client.get("/metrics").content.decode()
+    assert 'opsplane_change_runs_total{status="succeeded"}' in body
+    assert 'opsplane_change_host_results_total{state="ok"}' in body
 
 
 def test_failure_and_retry_of_only_the_failed_hosts(celery_worker, lab_inventory, operator):
