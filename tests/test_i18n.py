@@ -68,3 +68,16 @@ def test_every_string_in_the_code_is_in_the_catalogue(tmp_path, settings, monkey
     found = {msgid for msgid, _, _ in _entries(copy.read_text())}
     missing = sorted(found - known)
     assert missing == [], "run `manage.py makemessages -l zh_Hans` and translate these"
+
+
+def test_blocktranslate_bodies_use_only_plain_variables(settings):
+    """Inside {% blocktranslate %} a `{{ obj.attr }}` renders as nothing: bind it with
+    `with name=obj.attr` instead."""
+    found = []
+    for path in Path(settings.BASE_DIR, "templates").rglob("*.html"):
+        text = path.read_text()
+        for block in re.findall(r"{% blocktranslate(?:.*?)%}(.*?){% endblocktranslate %}",
+                                text, re.S):
+            found += [(path.name, v) for v in re.findall(r"{{\s*([^}]*?)\s*}}", block)
+                      if "." in v or "|" in v]
+    assert found == []
