@@ -50,10 +50,9 @@ async def opsplane(specs, parallel):
     limit = asyncio.Semaphore(parallel)
 
     async def one(spec):
-        async with limit:
-            async with await ssh.connect(spec) as conn:
-                result = await ssh.run(conn, "echo ok")
-                return result.stdout == "ok\n"
+        async with limit, await ssh.connect(spec) as conn:
+            result = await ssh.run(conn, "echo ok")
+            return result.stdout == "ok\n"
 
     return await asyncio.gather(*(one(s) for s in specs))
 

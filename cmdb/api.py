@@ -1,11 +1,14 @@
 """The inventory's REST API. Serializers shape and parse; ``cmdb.services`` writes."""
 
 from django.db.models import Prefetch, Q
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,6 +17,28 @@ from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
 from opsplane.roles import HasRole, Role
 
 ReadInventory = HasRole(Role.OPERATOR, Role.APPROVER, Role.ONCALL)
+
+
+def WritesNeed(may_write):  # noqa: N802 - reads like a class in permission_classes lists
+    """DRF permission: reading needs an inventory role, writing what ``may_write`` (one
+    of ``services.can_edit``/``can_admin``) says. The service checks again and stays the
+    rule; asking here too means a reader gets 403 before the request body is read, not a
+    400 about its fields or a 409 from a connection made on their behalf."""
+
+    class _WritesNeed(BasePermission):
+        message = _("Your role does not allow this change to the inventory.")
+
+        def has_permission(self, request, view):
+            if request.method in SAFE_METHODS:
+                return services.can_view(request.user)
+            return may_write(request.user)
+
+    return _WritesNeed
+
+
+EditInventory = WritesNeed(services.can_edit)
+AdminInventory = WritesNeed(services.can_admin)
+
 SELECTOR_PARAM = OpenApiParameter(
     "selector", OpenApiTypes.STR,
     description="Target selector, e.g. `env=prod,role=web,!canary,zone in (a,b),"
@@ -105,7 +130,7 @@ HOST_ORDERING = {"name", "-name", "created_at", "-created_at", "updated_at", "-u
 class HostList(generics.ListCreateAPIView):
     """Hosts, filtered by `selector` and `search`, sorted by `ordering`."""
 
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
 
     def get_serializer_class(self):
         return HostListSerializer if self.request.method == "GET" else HostSerializer
@@ -137,7 +162,7 @@ class HostList(generics.ListCreateAPIView):
 
 class HostDetail(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = HostSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
     lookup_field = "name"
     queryset = host_queryset()
 
@@ -154,7 +179,7 @@ class HostDetail(generics.RetrieveUpdateDestroyAPIView):
 class TrustHostKey(APIView):
     """Pin a host key: the one given, or (first contact) the one the host presents now."""
 
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
 
     @extend_schema(
         request=inline_serializer("TrustKey", {"key": serializers.CharField(required=False)}),
@@ -162,8 +187,8 @@ class TrustHostKey(APIView):
     )
     def post(self, request, name):
         host = get_object_or_404(Host, name=name)
-        key = request.data.get("key") or services.fetch_presented_key(host)
-        pinned = services.trust_host_key(host, key, by=request.user, request=request)
+        pinned = services.trust_host_key(host, request.data.get("key") or None,
+                                         by=request.user, request=request)
         return Response(HostKeySerializer(pinned).data, status=status.HTTP_201_CREATED)
 
 
@@ -182,19 +207,21 @@ class RetrustHostKey(APIView):
 class GatherFacts(APIView):
     """Queue fact gathering for one host; 202, results appear on the host."""
 
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, name):
         host = get_object_or_404(Host, name=name)
-        services.queue_fact_gathering(Host.objects.filter(pk=host.pk), by=request.user)
-        return Response({"queued": [host.name]}, status=status.HTTP_202_ACCEPTED)
+        # Disabled hosts are never contacted: say so rather than claim a queued run.
+        queued = services.queue_fact_gathering(Host.objects.filter(pk=host.pk), by=request.user)
+        return Response({"queued": [host.name] if queued else []},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class GatherFactsForSelector(APIView):
     """Queue fact gathering for every enabled host a selector matches; 202."""
 
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
 
     @extend_schema(
         request=inline_serializer("FactsRequest", {"selector": serializers.CharField()}),
@@ -213,7 +240,7 @@ class GatherFactsForSelector(APIView):
 class BulkLabels(APIView):
     """Set and remove labels on every host a selector matches."""
 
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
 
     @extend_schema(
         request=inline_serializer("BulkLabels", {
@@ -224,10 +251,15 @@ class BulkLabels(APIView):
         responses=inline_serializer("BulkLabelsResult", {"changed": serializers.IntegerField()}),
     )
     def post(self, request):
+        text = request.data.get("selector", "")
+        if not isinstance(text, str) or not text.strip():
+            # A forgotten selector must not relabel every host.
+            raise ValidationError({"selector": ["Name the hosts to change: an empty "
+                                                "selector would match every host."]})
         try:
-            hosts = selectors.resolve(request.data.get("selector", ""), include_disabled=True)
+            hosts = selectors.resolve(text, include_disabled=True)
         except selectors.SelectorError as exc:
-            raise ValidationError({"selector": [str(exc)]}) from None
+            raise ValidationError({"selector": [str(exc)], "position": exc.position}) from None
         set_labels = request.data.get("set") or {}
         remove = request.data.get("remove") or []
         if not isinstance(set_labels, dict) or not isinstance(remove, list):
@@ -270,7 +302,7 @@ class GroupSerializer(serializers.ModelSerializer):
 
 class GroupList(generics.ListCreateAPIView):
     serializer_class = GroupSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
     queryset = Group.objects.prefetch_related("parents", "children")
 
     def perform_create(self, serializer):
@@ -280,7 +312,7 @@ class GroupList(generics.ListCreateAPIView):
 
 class GroupDetail(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = GroupSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
     lookup_field = "name"
     queryset = Group.objects.prefetch_related("parents", "children")
 
@@ -307,7 +339,7 @@ class ServiceSerializer(serializers.ModelSerializer):
 
 class ServiceList(generics.ListCreateAPIView):
     serializer_class = ServiceSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
     queryset = Service.objects.prefetch_related("hosts")
 
     def perform_create(self, serializer):
@@ -318,7 +350,7 @@ class ServiceList(generics.ListCreateAPIView):
 
 class ServiceDetail(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = ServiceSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [EditInventory]
     lookup_field = "name"
     queryset = Service.objects.prefetch_related("hosts")
 
@@ -341,7 +373,7 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 
 class EnvironmentList(generics.ListCreateAPIView):
     serializer_class = EnvironmentSerializer
-    permission_classes = [ReadInventory]
+    permission_classes = [AdminInventory]
     queryset = Environment.objects.all()
     pagination_class = None
 
@@ -396,3 +428,66 @@ class CredentialDetail(generics.RetrieveUpdateDestroyAPIView):
 
     def perform_destroy(self, instance):
         services.delete_credential(instance, by=self.request.user, request=self.request)
+
+
+class InventoryImport(APIView):
+    """Import an Ansible (INI/YAML), CSV or JSON inventory. With `dry_run` (the default)
+    nothing is written: the answer is the plan. 400 lists errors with line numbers."""
+
+    permission_classes = [HasRole(Role.OPERATOR)]
+
+    @extend_schema(
+        request=inline_serializer("InventoryImport", {
+            "format": serializers.ChoiceField(choices=["ini", "yaml", "csv", "json"]),
+            "content": serializers.CharField(),
+            "environment": serializers.CharField(help_text="for new hosts"),
+            "dry_run": serializers.BooleanField(default=True),
+        }),
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+    )
+    def post(self, request):
+        from cmdb import inventory
+
+        fmt = request.data.get("format")
+        if fmt not in inventory.FORMATS:
+            raise ValidationError({"format": [f"one of {', '.join(inventory.FORMATS)}"]})
+        environment = Environment.objects.filter(name=request.data.get("environment")).first()
+        if environment is None:
+            raise ValidationError({"environment": ["no such environment"]})
+        content = request.data.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise ValidationError({"content": ["the inventory text"]})
+        plan = inventory.plan_import(content, fmt, environment=environment)
+        body = {"counts": plan.counts(), "errors": plan.errors, "warnings": plan.warnings,
+                "changes": [{"name": i.name, "action": i.action, "changes": i.changes,
+                             "line": i.line} for i in plan.hosts + plan.groups
+                            if i.action != "unchanged"]}
+        if plan.errors:
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        dry_run = request.data.get("dry_run", True) not in (False, "false", "0", 0)
+        if not dry_run:
+            body["applied"] = inventory.apply_import(plan, by=request.user, request=request)
+        return Response(body)
+
+
+class InventoryExport(APIView):
+    """The hosts a selector matches as `ansible` (YAML), `file_sd` (JSON) or `csv`."""
+
+    permission_classes = [ReadInventory]
+
+    @extend_schema(parameters=[
+        SELECTOR_PARAM,
+        OpenApiParameter("format", OpenApiTypes.STR, enum=["ansible", "file_sd", "csv"]),
+    ], responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request):
+        from cmdb import inventory
+
+        hosts = selected_hosts(request)
+        try:
+            text, content_type, filename = inventory.export(
+                request.query_params.get("format", "ansible"), hosts)
+        except ValueError as exc:
+            raise ValidationError({"format": [str(exc)]}) from None
+        response = HttpResponse(text, content_type=f"{content_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

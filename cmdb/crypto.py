@@ -16,6 +16,10 @@ class SecretUnreadable(Exception):
     """No configured key opens this token (a key was removed too early)."""
 
 
+UNREADABLE = ("no key in OPSPLANE_FERNET_KEYS decrypts this credential: was a key removed "
+              "before `manage.py rotate_credentials` re-encrypted it with the newest one?")
+
+
 @lru_cache(maxsize=4)
 def _fernet(keys):
     return MultiFernet([Fernet(key) for key in keys])
@@ -34,9 +38,7 @@ def decrypt(token):
     try:
         return json.loads(_current().decrypt(token.encode()))
     except InvalidToken:
-        raise SecretUnreadable(
-            "no key in OPSPLANE_FERNET_KEYS decrypts this credential"
-        ) from None
+        raise SecretUnreadable(UNREADABLE) from None
 
 
 def rotate(token):
@@ -44,6 +46,4 @@ def rotate(token):
     try:
         return _current().rotate(token.encode()).decode()
     except InvalidToken:
-        raise SecretUnreadable(
-            "no key in OPSPLANE_FERNET_KEYS decrypts this credential"
-        ) from None
+        raise SecretUnreadable(UNREADABLE) from None

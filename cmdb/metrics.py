@@ -1,6 +1,7 @@
 """The inventory's Prometheus metrics."""
 
 import logging
+from collections import defaultdict
 
 from django.db import DatabaseError
 from django.db.models import Count
@@ -34,9 +35,14 @@ class HostsCollector:
             # A database outage must not take the other metrics down with it.
             logger.warning("opsplane_cmdb_hosts: database unavailable", exc_info=True)
             return
+        # Several rows fold into one state (unknown and trusted keys are both "enabled"):
+        # add them up, as one label set may appear only once in an exposition.
+        counts = defaultdict(int)
         for environment, enabled, key_state, count in rows:
             state = "disabled" if not enabled else (
                 "host_key_changed" if key_state == "changed" else "enabled")
+            counts[environment, state] += count
+        for (environment, state), count in sorted(counts.items()):
             gauge.add_metric([environment, state], count)
         yield gauge
 

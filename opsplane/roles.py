@@ -79,7 +79,7 @@ def HasRole(*roles):  # noqa: N802 - reads like a class in permission_classes li
 # The navigation: (url name, label, roles that see it). Views check the same roles.
 NAVIGATION = [
     ("cmdb:index", _("Inventory"), (Role.OPERATOR, Role.ONCALL, Role.APPROVER)),
-    ("changes:index", _("Changes"), (Role.OPERATOR, Role.APPROVER)),
+    ("changes:index", _("Changes"), (Role.OPERATOR, Role.APPROVER, Role.ONCALL)),
     ("approvals:index", _("Approvals"), (Role.APPROVER, Role.OPERATOR)),
     ("alerts:index", _("Alerts"), (Role.ONCALL, Role.OPERATOR)),
 ]

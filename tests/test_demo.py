@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from cmdb import selectors, services
 from changes.models import Runbook
+from cmdb import selectors, services
 from cmdb.models import Environment, Host
 from opsplane import demo
 

@@ -70,7 +70,7 @@ def _nav(client, user):
 @pytest.mark.parametrize(("role", "expected"), [
     ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/"]),
     ("approver", ["/inventory/", "/changes/", "/approvals/"]),
-    ("oncall", ["/inventory/", "/alerts/"]),
+    ("oncall", ["/inventory/", "/changes/", "/alerts/"]),
     ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/system/", "/admin/"]),
     (None, []),
 ])
@@ -79,7 +79,7 @@ def test_each_role_sees_its_navigation(client, make_user, role, expected):
 
 
 @pytest.mark.parametrize(("role", "path", "status"), [
-    ("oncall", "/changes/", 403),
+    ("oncall", "/changes/new/", 403),
     ("oncall", "/alerts/", 200),
     ("approver", "/alerts/", 403),
     ("operator", "/system/", 403),

@@ -8,6 +8,14 @@ end-to-end tests. SSH fixtures live in ``tests/conftest.py`` (built on
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """Users are made by the dozen; PBKDF2's deliberate slowness only slows the suite."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     """``make_user("operator")`` -> a user holding that role (None: no role at all)."""
@@ -106,9 +114,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's chromium driven by Playwright (never a downloaded browser). Module-scoped:
+    Playwright's sync API keeps an event loop running in this thread while it lives, and
+    async tests in other modules need the thread's loop free."""
     import os
     import shutil
 
