@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,6 +198,7 @@ def main():
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

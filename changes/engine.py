@@ -18,9 +18,10 @@ parameter values, not against the runbook's author, who can write any command an
 ``upload`` contents and ``dest`` are rendered in the same sandbox without quoting.
 The context is ``params`` (also each parameter as a top-level name), ``host`` (the
 target's name), ``labels`` and ``facts``; the four reserved names win over parameters of
-the same name. Undefined names are errors (``StrictUndefined``): a missing parameter
-fails that host's step with a message instead of rendering as an empty string; guard
-optional ones with ``is defined``. ``when`` is a Jinja2 expression over the same context.
+the same name. (``{% set x %}...{% endset %}`` captures text that is already quoted;
+use ``{% set x = ... %}``.) Undefined names are errors (``StrictUndefined``): a missing
+parameter fails that host's step with a message instead of rendering as an empty string;
+guard optional ones with ``is defined``. ``when`` is a Jinja2 expression over the same context.
 Template syntax errors are found before anything runs (``check_steps``).
 
 **Strategy.** Hosts run at most ``parallelism`` at a time, batch by batch (Ansible
@@ -36,12 +37,14 @@ host's SSH work; ``opsplane.ssh`` then sends the command a TERM signal and close
 channel, and the engine closes the connection (the lab, like a hung-up terminal, kills
 the command's process group when its connection goes). Sink calls happen in another task
 and are never interrupted by cancel, so no event is lost half-way. OpenSSH ignores
-signal requests for root logins: there a cancelled command runs on until it next writes.
+signal requests for root logins, but OpenSSH 9.2 (tested) still ends the command when its
+session closes, well within the two seconds.
 
 **Secrets.** Every secret value is replaced by ``********`` in everything the sink sees:
 output chunks, rendered commands and scripts, diffs and error messages. Output is masked
-per stream with the last ``len(longest secret) - 1`` characters held back until the next
-chunk (or the end of the command), so a secret split across two chunks is still caught.
+per stream; a chunk's end that could begin a secret (at most ``len(longest secret) - 1``
+characters) is held back until the next chunk or the end of the command, so a secret
+split across chunks is still caught while other output passes on at once.
 
 **Checking.** ``check_mode`` connects and renders everything but changes nothing: shell and
 script steps are ``skipped`` (reason ``check_mode``) after ``step_started`` shows what would
@@ -114,7 +117,7 @@ class Target:
 
     def __post_init__(self):
         if self.spec is None and not self.error:
-            raise ValueError(f"target {self.name!r}: no connection spec and no error")
+            raise RunbookError(f"target {self.name!r}: no connection spec and no error")
 
 
 _MODE = re.compile(r"0?[0-7]{3,4}")
@@ -131,6 +134,16 @@ class Step:
     - ``upload``: ``template`` (the file's contents, not quoted) written to ``dest`` (a
       template too), atomically, with ``mode`` (octal, "0644") and ``owner``
       ("user" or "user:group"); without them the current file's mode and owner are kept.
+
+    ``timeout`` bounds the step (for a script: copying and running it). A failing step
+    (non-zero exit, timeout, render error) fails the host unless ``continue_on_error``.
+    ``when`` false skips the step on that host. ``run_once``: the step runs on the first
+    target, in input order, that reaches it with ``when`` true (a host that gets there
+    earlier waits for the targets before it to get there or drop out); the others skip it
+    with reason "run_once", but only once it has finished, so what follows it (a restart
+    after a migration) runs after it everywhere; and if it failed (without
+    continue_on_error) they fail it too, with reason "run_once". That holds across
+    batches: a host of batch 3 finds the step already done in batch 1.
     """
 
     name: str
@@ -189,6 +202,8 @@ class Strategy:
     check_mode: bool = False
 
     def __post_init__(self):
+        if isinstance(self.batches, str):
+            raise RunbookError("batches is a list of sizes, not one string")
         if self.parallelism < 1:
             raise RunbookError("parallelism must be at least 1")
         for size in self.batches:
@@ -299,14 +314,16 @@ class Sink(Protocol):
     Every target gets exactly one ``host_finished``; a host that never started (cancelled
     or aborted first) gets only that, after the running hosts of its batch finished, in
     the targets' order. A skipped step still gets ``step_started`` (``rendered`` empty
-    when it was skipped before rendering) and ``step_finished``. Output chunks of one
+    when it was skipped before rendering) and ``step_finished``, whose ``error`` is then
+    the reason: when, run_once or check_mode. Output chunks of one
     (host, step, stream) arrive in the order the command wrote them; chunks that piled up
     while the sink was busy are joined into one call. Indexes count from 0.
 
     Events of different hosts interleave. Calls for one host are awaited one after the
-    other, so a slow sink holds that host's events back (they queue in memory) but not
-    its SSH work; still, the sink runs in the event loop and must not block it: batch
-    database writes instead of awaiting one per event. An exception raised by the sink
+    other, so a slow sink holds that host's events back (they queue in memory, and the
+    host keeps its parallelism slot until they are delivered) but not its SSH work. The
+    sink runs in the event loop and must not block it: batch database writes instead of
+    awaiting one per event. An exception raised by the sink
     stops the run: every session is closed and ``execute`` raises it.
     """
 
@@ -476,9 +493,22 @@ def _shell_quote(value):
     return shlex.quote(_text(value))
 
 
+class _Undefined(jinja2.StrictUndefined):
+    """Says which name is missing, also for ``params.x`` (Jinja: "'dict object' has no
+    attribute 'x'")."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self):
+        if self._undefined_hint is None and self._undefined_name is not None:
+            return f"{self._undefined_name!r} is undefined"
+        return super()._undefined_message
+
+
 def _environment(**options):
     return ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
+        undefined=_Undefined,
         autoescape=False,
         # File contents and scripts keep their final newline.
         keep_trailing_newline=True,
@@ -525,7 +555,7 @@ def _compile(step):
     when = None
     if step.when.strip():
         try:
-            when = SHELL_ENV.compile_expression(step.when, undefined_to_none=False)
+            when = FILE_ENV.compile_expression(step.when, undefined_to_none=False)
         except jinja2.TemplateSyntaxError as exc:
             raise RunbookError(f"step {step.name!r}: when: {exc}") from None
     if step.kind == "shell":
@@ -584,15 +614,44 @@ async def execute(targets, steps, strategy, *, params, secrets=(), sink, cancel)
     return await _Run(targets, steps, strategy, params, secrets, sink, cancel).execute()
 
 
+_UNKNOWN, _PASSED, _CANDIDATE = 0, 1, 2
+
+
 class _Once:
-    """A run_once step: which host claimed it, and how it ended."""
+    """A run_once step: which host runs it, and how it ended.
 
-    __slots__ = ("host", "done", "failed")
+    The host that runs it is the first target, in input order, that reaches the step with
+    ``when`` true. A host that gets there waits until every target before it has either
+    got there too or can no longer (skipped it, failed or ended before it). Waits only
+    ever point at earlier targets, and those started first (batches are in input order
+    and the semaphore is first come, first served), so they always end.
+    """
 
-    def __init__(self, host):
-        self.host = host
+    __slots__ = ("state", "frontier", "claimer", "decided", "done", "failed")
+
+    def __init__(self, count):
+        self.state = bytearray(count)  # per target: _UNKNOWN, _PASSED or _CANDIDATE
+        self.frontier = 0  # every target before it has _PASSED
+        self.claimer = None  # the index of the target that runs it
+        self.decided = asyncio.Event()
         self.done = asyncio.Event()
         self.failed = False
+
+    def mark(self, index, candidate):
+        """Target ``index`` got to the step with ``when`` true (``candidate``), or will not
+        run it; its first word counts."""
+        if self.state[index] != _UNKNOWN:
+            return
+        self.state[index] = _CANDIDATE if candidate else _PASSED
+        while self.claimer is None and self.frontier < len(self.state):
+            state = self.state[self.frontier]
+            if state == _PASSED:
+                self.frontier += 1
+                continue
+            if state == _CANDIDATE:
+                self.claimer = self.frontier
+                self.decided.set()
+            break
 
 
 class _Mailbox:
@@ -629,7 +688,10 @@ class _Run:
         self.cancel = cancel
         self.limit = asyncio.Semaphore(strategy.parallelism)
         self.results = [HostResult(name=name) for name in names]
-        self.once = {}
+        self.once = {  # step index -> _Once
+            index: _Once(len(self.targets))
+            for index, compiled in enumerate(self.compiled) if compiled.step.run_once
+        }
         self.workers = set()
         self.cancelling = False
 
@@ -678,6 +740,11 @@ class _Run:
         await self.sink.run_finished(outcome)
         return outcome
 
+    def ended(self, index):
+        """Target ``index`` runs no more steps: it cannot claim a run_once step now."""
+        for once in self.once.values():
+            once.mark(index, False)
+
     def _on_cancel(self, watch):
         if watch.cancelled():
             return
@@ -714,15 +781,17 @@ class _Run:
         """
         async with self.limit:
             if self.cancelling:
+                self.ended(index)
                 return  # never started: execute() reports it
             mailbox = _Mailbox()
-            host = _HostRun(self, self.targets[index], self.results[index], mailbox.put)
+            host = _HostRun(self, index, mailbox.put)
             worker = asyncio.create_task(host.run())
             worker.add_done_callback(mailbox.close)
             self.workers.add(worker)
             try:
                 await self._deliver(host.name, mailbox)
             finally:
+                self.ended(index)
                 self.workers.discard(worker)
                 if not worker.done():
                     # Torn down (the caller cancelled execute, or another host raised):
@@ -774,11 +843,12 @@ class _StepFailed(Exception):
 class _HostRun:
     """One host's SSH work: connect, run the steps, close. Events go to ``emit``."""
 
-    def __init__(self, run, target, result, emit):
+    def __init__(self, run, index, emit):
         self.run_ = run
-        self.target = target
-        self.name = target.name
-        self.result = result
+        self.index = index
+        self.target = run.targets[index]
+        self.name = self.target.name
+        self.result = run.results[index]
         self.emit = emit
         self.mask = run.masker.mask
         self.conn = None
@@ -793,14 +863,15 @@ class _HostRun:
             try:
                 await self._connect_and_run()
             finally:
+                self.run_.ended(self.index)  # before closing: hosts may wait for this
                 if self.conn is not None:
                     await self._close()
         except asyncio.CancelledError:
             if not self.run_.cancelling:
                 raise  # the run itself is being torn down: no more events
             asyncio.current_task().uncancel()
-            if result.state == HostState.PENDING:
-                self._end(HostState.CANCELLED, "cancelled", "cancelled while running")
+            if result.state == HostState.PENDING:  # still connecting
+                self._end(HostState.CANCELLED, "cancelled", "cancelled while connecting")
         result.finished_at = datetime.now(UTC)
         self.emit(("host_finished", (result.state, result.exit_status, result.error_reason,
                                      result.error)))
@@ -845,7 +916,8 @@ class _HostRun:
         record = StepResult(index=index, name=step.name, status=StepStatus.SKIPPED)
         self.result.steps.append(record)
         self.step_started = False
-        claimed = None  # the _Once of a run_once step this host runs for everyone
+        once = self.run_.once.get(index)
+        claimed = False  # this host runs the run_once step for everyone
         try:
             skip = ""
             if compiled.when is not None:
@@ -854,16 +926,17 @@ class _HostRun:
                         skip = "when"
                 except Exception as exc:  # any error in the operator's expression
                     raise _StepFailed("render", f"when: {_describe(exc)}") from None
-            if not skip and step.run_once:
-                once = self.run_.once.get(index)
-                if once is None:
-                    claimed = self.run_.once[index] = _Once(self.name)
-                else:
-                    # Wait for the host that claimed it, so that what follows the step
-                    # here (a restart after a migration) runs after it.
+            if not skip and once is not None:
+                once.mark(self.index, True)
+                await once.decided.wait()
+                claimed = once.claimer == self.index
+                if not claimed:
+                    # Wait until it has run there, so that what follows the step here (a
+                    # restart after a migration) runs after it.
                     await once.done.wait()
+                    claimer = self.run_.targets[once.claimer].name
                     if once.failed:
-                        raise _StepFailed("run_once", f"the run_once step failed on {once.host}")
+                        raise _StepFailed("run_once", f"the run_once step failed on {claimer}")
                     skip = "run_once"
             if skip:
                 self._started(record, "")
@@ -877,23 +950,24 @@ class _HostRun:
             return self._finish(record, status, exit_status,
                                 error="check_mode" if status == StepStatus.SKIPPED else "")
         except _StepFailed as failure:
-            if claimed is not None:
-                claimed.failed = not step.continue_on_error
+            if claimed:
+                once.failed = not step.continue_on_error
             return self._fail(record, failure)
         except asyncio.CancelledError:
-            if claimed is not None:
-                claimed.failed = True
+            if claimed:
+                once.failed = True
             if self.run_.cancelling:
                 if not self.step_started:
                     self._started(record, "")
-                record.status = StepStatus.CANCELLED
                 self._finish(record, StepStatus.CANCELLED, error="cancelled")
                 self._end(HostState.CANCELLED, "cancelled",
                           f"cancelled during step {index + 1} {step.name!r}")
             raise
         finally:
-            if claimed is not None:
-                claimed.done.set()
+            if once is not None:
+                once.mark(self.index, False)  # skipped or failed before claiming
+            if claimed:
+                once.done.set()
 
     def _started(self, record, rendered):
         self.step_started = True

@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import random
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -95,6 +97,13 @@ def marker():
 
 
 # --- pure parts --------------------------------------------------------------------------
+
+
+def test_the_engine_imports_no_django():
+    code = "import sys, changes.engine; print(sorted(m for m in sys.modules if 'django' in m))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "[]"
 
 
 def test_batch_sizes_follow_ansible_serial():
@@ -366,6 +375,19 @@ async def test_run_once_runs_on_the_first_host_only_across_batches(ssh_lab, tmp_
     assert all(h.state == HostState.OK for h in outcome.hosts)
     for name in ("lab-002", "lab-005"):
         assert sink.of("step_finished", name)[0][3:] == (StepStatus.SKIPPED, None, "run_once")
+
+    # The first target that gets to it with `when` true, even when others are quicker.
+    log.unlink()
+    slow_first = lab_targets(ssh_lab, {"lab-001": {"skip": True}})[:4]
+    outcome, _ = await run(
+        slow_first,
+        [Step(name="slow", kind="shell", command="sleep {{ 0.3 if host == 'lab-002' else 0 }}"),
+         Step(name="migrate", kind="shell", command=f"echo {{{{ host }}}} >> {log}",
+              run_once=True, when="labels.skip is not defined")],
+        Strategy(parallelism=4),
+    )
+    assert log.read_text() == "lab-002\n"
+    assert [h.steps[1].error for h in outcome.hosts] == ["when", "", "run_once", "run_once"]
 
     # A run_once step that fails stops the hosts that skipped it too.
     outcome, _ = await run(
