@@ -283,8 +283,10 @@ async def _remote_command(conn, command, *, stdin, timeout):
     finally:
         # Given up on (timeout, cancellation, error): ask the server to stop the command
         # and close the channel so nothing more arrives for it. The lab and OpenSSH for
-        # non-root users honour the signal; OpenSSH refuses it for root logins, so there
-        # the command runs on until it next writes to the closed channel.
+        # non-root users honour the signal; OpenSSH ignores it for root logins, where only
+        # closing the connection (as the change engine does on cancel) ends the session's
+        # processes at once; with the channel alone closed, the command runs on until it
+        # next writes.
         if not finished:
             with contextlib.suppress(OSError):  # the connection is already gone
                 process.terminate()
