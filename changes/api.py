@@ -1,14 +1,20 @@
 """The changes REST API. Serializers shape and parse; ``changes.services`` writes."""
 
-from django.http import HttpResponse
+import json
+import time
+
+from channels.db import database_sync_to_async
+from django.core.exceptions import PermissionDenied
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, renderers, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes import runbooks, services
+from changes import live, output, runbooks, services
 from changes.models import Change, HostResult, Run, Runbook
 from opsplane.roles import HasRole, Role
 
@@ -196,11 +202,177 @@ class RunCancel(APIView):
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
+def _viewable_run(request, pk, number):
+    run = get_object_or_404(Run.objects.select_related("change"), change_id=pk, number=number)
+    if not services.can_view(request.user, run.change):
+        raise PermissionDenied
+    return run
+
+
+_read_after = database_sync_to_async(output.read_after)
+
+
+@database_sync_to_async
+def _is_terminal(run_id):
+    return Run.objects.filter(pk=run_id, status__in=Run.TERMINAL).exists()
+
+
+def _log_stream(run_id, host):
+    formatter = output.host_text if host is not None else output.run_text
+
+    async def chunks():
+        after = 0
+        while page := await _read_after(run_id, after, limit=20_000, host=host):
+            yield "".join(formatter(event) for event in page).encode()
+            after = output.last_seq_of(page[-1])
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
+
+
 class HostLog(APIView):
+    """One host's output as plain text (stderr lines prefixed ``[stderr] ``), streamed."""
+
     permission_classes = [Viewers]
 
     @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
     def get(self, request, pk, number, host):
-        result = get_object_or_404(HostResult, run__change_id=pk, run__number=number,
-                                   host_name=host)
-        return HttpResponse(result.log, content_type="text/plain; charset=utf-8")
+        run = _viewable_run(request, pk, number)
+        get_object_or_404(HostResult, run=run, host_name=host)
+        return _log_stream(run.pk, host)
+
+
+class RunLog(APIView):
+    """The whole run's output as plain text, every line prefixed with ``<host> | ``."""
+
+    permission_classes = [Viewers]
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    def get(self, request, pk, number):
+        run = _viewable_run(request, pk, number)
+        return _log_stream(run.pk, None)
+
+
+class OutputEventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField(help_text=(
+        "Number of the first line in `text`; its other lines are numbered on from it. "
+        "Lines are numbered per run, across all hosts, from 1 and without gaps."))
+    host = serializers.CharField()
+    step = serializers.IntegerField(allow_null=True, help_text="Step index (from 0); null "
+                                    "for host events.")
+    stream = serializers.ChoiceField(choices=output.STREAMS, help_text=(
+        "stdout, stderr, diff (an upload's changes); the worker's own: cmd (a step "
+        "starts), result (it ended), host (the host's new state is the text's first "
+        "word)."))
+    text = serializers.CharField(help_text=(
+        "One or more lines, each ending in a newline except perhaps the last (a line the "
+        "command had not finished). Secrets are masked as ********."))
+    at = serializers.FloatField(help_text="When the worker read it (Unix time).")
+
+
+class RunEventsSerializer(serializers.Serializer):
+    events = OutputEventSerializer(many=True)
+    last_seq = serializers.IntegerField(help_text=(
+        "The number of the last line in `events` (`after` when there are none): pass it "
+        "as `after` to get what follows, with no line missed or repeated."))
+    finished = serializers.BooleanField(help_text=(
+        "The run is over and nothing after `last_seq` is stored: no more events will come."))
+
+
+class NDJSONRenderer(renderers.BaseRenderer):
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode() + b"\n"
+
+
+def _event_json(event):
+    seq, host, step, stream, text, at = event
+    return {"seq": seq, "host": host, "step": step, "stream": stream, "text": text, "at": at}
+
+
+class RunEvents(APIView):
+    """Tail a run's output after a line number, with no line missed or repeated.
+
+    Long-poll: `GET ...?after=<seq>&wait=<seconds>` answers at once when lines after
+    `seq` are stored, else as soon as some are written (or the run ends), else after
+    `wait` seconds with no events. Call again with `after=last_seq` until `finished`.
+
+    Streaming: with `?stream=ndjson` (or `Accept: application/x-ndjson`) the answer is
+    newline-delimited JSON, one event object per line, as they are written, ending with
+    `{"type": "end", "last_seq": n}` when the run is over; lines `{"type": "tick"}` come
+    every 15 s of quiet. Reconnect with `after` = the last line number received.
+    """
+
+    permission_classes = [Viewers]
+    renderer_classes = [renderers.JSONRenderer, NDJSONRenderer]
+    MAX_WAIT = 60
+    TICK = 15
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Return lines numbered above this "
+                             "(default 0: from the start)."),
+            OpenApiParameter("wait", float, description=f"Long-poll: seconds to wait for "
+                             f"new lines when there are none (0 to {MAX_WAIT}; default 0)."),
+            OpenApiParameter("limit", int, description="About this many lines at most "
+                             "(1 to 10000; default 5000)."),
+            OpenApiParameter("host", str, description="Only this host's events."),
+            OpenApiParameter("stream", str, enum=["ndjson"], description="Stream NDJSON "
+                             "until the run ends instead of answering once."),
+        ],
+        responses={(200, "application/json"): RunEventsSerializer,
+                   (200, "application/x-ndjson"): OutputEventSerializer},
+    )
+    def get(self, request, pk, number):
+        run = _viewable_run(request, pk, number)
+        params = request.query_params
+        try:
+            after = max(0, int(params.get("after", 0)))
+            wait = min(max(0.0, float(params.get("wait", 0))), self.MAX_WAIT)
+            limit = min(max(1, int(params.get("limit", 5000))), 10_000)
+        except ValueError:
+            raise ValidationError({"detail": "after and limit are whole numbers, wait a "
+                                             "number of seconds"}) from None
+        host = params.get("host") or None
+        if params.get("stream") == "ndjson" or request.accepted_renderer.format == "ndjson":
+            return StreamingHttpResponse(self._stream(run.pk, after, host),
+                                         content_type="application/x-ndjson")
+        return StreamingHttpResponse(self._poll(run.pk, after, wait, limit, host),
+                                     content_type="application/json")
+
+    async def _poll(self, run_id, after, wait, limit, host):
+        deadline = time.monotonic() + wait
+        # Subscribe before reading: a batch written after the read wakes us.
+        async with live.subscribe(run_id) as receive:
+            while True:
+                finished = await _is_terminal(run_id)  # before the read: then it is all
+                page = await _read_after(run_id, after, limit=limit, host=host)
+                left = deadline - time.monotonic()
+                if page or finished or left <= 0:
+                    break
+                # Woken by the next batch; and every few seconds anyway, should a wake-up
+                # be lost.
+                await receive(min(left, 5.0))
+        body = {"events": [_event_json(e) for e in page],
+                "last_seq": output.last_seq_of(page[-1]) if page else after,
+                "finished": finished and not page}
+        if finished and page:
+            # Only the last page of a finished run says so.
+            more = await _read_after(run_id, body["last_seq"], limit=1, host=host)
+            body["finished"] = not more
+        yield json.dumps(body).encode()
+
+    async def _stream(self, run_id, after, host):
+        async with live.subscribe(run_id) as receive:
+            while True:
+                finished = await _is_terminal(run_id)
+                while page := await _read_after(run_id, after, limit=5000, host=host):
+                    yield "".join(json.dumps(_event_json(e)) + "\n" for e in page).encode()
+                    after = output.last_seq_of(page[-1])
+                if finished:
+                    yield (json.dumps({"type": "end", "last_seq": after}) + "\n").encode()
+                    return
+                if await receive(self.TICK) is None:
+                    yield b'{"type": "tick"}\n'

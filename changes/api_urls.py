@@ -16,6 +16,9 @@ urlpatterns = [
     path("changes/<int:pk>/runs/<int:number>/", api.RunDetail.as_view(), name="api-run"),
     path("changes/<int:pk>/runs/<int:number>/cancel/", api.RunCancel.as_view(),
          name="api-run-cancel"),
+    path("changes/<int:pk>/runs/<int:number>/events/", api.RunEvents.as_view(),
+         name="api-run-events"),
+    path("changes/<int:pk>/runs/<int:number>/log/", api.RunLog.as_view(), name="api-run-log"),
     path("changes/<int:pk>/runs/<int:number>/hosts/<str:host>/log/", api.HostLog.as_view(),
          name="api-host-log"),
 ]

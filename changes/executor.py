@@ -3,30 +3,40 @@ in the worker, and writes what it reports back in small batches.
 
 The engine (``changes/engine.py``) knows nothing of Django. Everything it reports goes
 through ``DatabaseSink``, which buffers in memory; one flusher coroutine writes the
-buffer every ``FLUSH_INTERVAL`` seconds from a single database thread, beats the run's
-heartbeat and polls for a cancel request, so the event loop never waits on the database.
+buffer every ``FLUSH_INTERVAL`` seconds from a single database thread (output events
+with their sequence numbers, host states), then publishes the batch to the run's channel
+group, beats the run's heartbeat and polls for a cancel request, so the event loop never
+waits on the database. Output events are described in ``changes/output.py``.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from changes import engine, metrics, services
-from changes.models import HostResult, Run
+from changes import engine, live, metrics, services, tasks
+from changes.models import HostResult, OutputChunk, Run
 from cmdb import crypto
 from cmdb import services as cmdb_services
 
 logger = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.25
+# Output reaches the database and viewers in batches this far apart (plus the write).
+FLUSH_INTERVAL = 0.05
+CANCEL_POLL_EVERY = 0.25
 HEARTBEAT_EVERY = timedelta(seconds=5)
-LOG_LIMIT = 5 * 1024 * 1024  # per host, until live output stores events
+# Output kept per host; beyond it a host's output is counted but not stored.
+HOST_OUTPUT_LIMIT = 64 << 20
+# An event's text is cut (at a line end when there is one) to at most this many characters,
+# which bounds rows, channel messages and websocket frames.
+EVENT_TEXT_MAX = 64 << 10
 
 
 def execute(run_id):
@@ -36,6 +46,19 @@ def execute(run_id):
     if run is None:
         logger.info("run %s: already claimed or cancelled; nothing to do", run_id)
         return None
+    # What runs must be what was approved: the digest is checked again here, before any
+    # host is touched (approvals).
+    if problem := services.approval_problem(run.change):
+        logger.warning("run %s refused: %s", run_id, problem)
+        with transaction.atomic():
+            run.refresh_from_db()
+            run.results.exclude(state__in=HostResult.DONE).update(
+                state=HostResult.State.SKIPPED, error_reason="approval",
+                error=f"not run: {problem}", finished_at=timezone.now())
+            run = services.finish_run(run, Run.Status.FAILED, source=worker,
+                                      aborted_reason=f"refused: {problem}")
+        metrics.observe_finished(run)
+        return run
     try:
         targets, steps, strategy, params, secrets = build_inputs(run)
         outcome = asyncio.run(_execute(run, targets, steps, strategy, params, secrets))
@@ -114,99 +137,232 @@ async def _execute(run, targets, steps, strategy, params, secrets):
         return await engine.execute(targets, steps, strategy, params=params, secrets=secrets,
                                     sink=sink, cancel=cancel)
     finally:
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
-        await sink.flush()
-        sink.close()
+        try:
+            await sink.stop(flusher)
+        finally:
+            sink.close()
+
+
+class _Segment:
+    """Consecutive text of one host, step and stream, not yet numbered."""
+
+    __slots__ = ("step", "stream", "parts", "at", "held")
+
+    def __init__(self, step, stream, text, at):
+        self.step, self.stream, self.parts, self.at = step, stream, [text], at
+        self.held = False  # an unfinished line kept back by the previous flush
 
 
 class DatabaseSink:
-    """Keeps what the engine reports in memory and writes it in batches."""
+    """Keeps what the engine reports in memory and writes it in batches.
+
+    Output is buffered per host as segments (consecutive text of one step and stream).
+    Each flush numbers the buffered lines (``seq``, gap-free per run), writes them as
+    ``OutputChunk`` rows and the host states in one transaction, and then publishes the
+    same events to the run's channel group (``changes.live``): publishing after the
+    commit is what lets a viewer read the backlog and then follow live without a gap.
+    A line still unfinished at a flush waits for the next one (then goes as it is), so
+    lines are not split in two by batching.
+    """
 
     def __init__(self, run):
         self.run = run
         self.pending = {}  # host name -> {field: value}
-        self.logs = {}  # host name -> [text]
-        self.log_sizes = {}
+        self.segments = {}  # host name -> [_Segment], in order
+        self.sizes = {}  # host name -> characters of output kept
+        self.seq = 0  # the last number given out
         self.beat_at = timezone.now()
+        self.polled_at = 0.0
+        self.error = None
+        self.stopping = asyncio.Event()
         # One thread, so one database connection, for every write of this run.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run-{run.pk}-db")
 
     # --- engine callbacks (in the event loop: no I/O here) -------------------------------
 
     async def host_started(self, name):
+        self._check()
         self._update(name, state=HostResult.State.RUNNING, started_at=timezone.now())
+        self._add(name, None, "host", "running\n")
 
     async def batch_started(self, index, names):
-        pass
+        self._check()
 
     async def step_started(self, name, step_index, step_name, rendered):
-        self._log(name, f"=== step {step_index + 1}: {step_name}\n$ {rendered}\n")
+        self._check()
+        text = f"=== step {step_index + 1}: {step_name}\n"
+        if rendered:
+            text += "$ " + rendered + ("" if rendered.endswith("\n") else "\n")
+        self._add(name, step_index, "cmd", text)
 
     async def output(self, name, step_index, stream, text):
-        self._log(name, text if stream == "stdout" else "".join(
-            f"[stderr] {line}" for line in text.splitlines(keepends=True)))
+        self._check()
+        size = self.sizes.get(name, 0)
+        if size >= HOST_OUTPUT_LIMIT:
+            return
+        if size + len(text) >= HOST_OUTPUT_LIMIT:
+            self._add(name, step_index, stream, text[:HOST_OUTPUT_LIMIT - size])
+            self._add(name, step_index, "result",
+                      f"\n--- output cut at {HOST_OUTPUT_LIMIT >> 20} MiB: "
+                      "the rest of this host's output was not kept\n")
+            self.sizes[name] = HOST_OUTPUT_LIMIT
+            return
+        self.sizes[name] = size + len(text)
+        self._add(name, step_index, stream, text)
 
     async def diff(self, name, step_index, text):
-        self._log(name, text if text.endswith("\n") else text + "\n")
+        self._check()
+        self._add(name, step_index, "diff", text if text.endswith("\n") else text + "\n")
 
     async def step_finished(self, name, step_index, status, exit_status, error):
+        self._check()
         note = f"--- {status}" + (f" (exit {exit_status})" if exit_status is not None else "")
-        self._log(name, note + (f": {error}" if error else "") + "\n")
+        self._add(name, step_index, "result", note + (f": {error}" if error else "") + "\n")
 
     async def host_finished(self, name, state, exit_status, error_reason, error):
+        self._check()
         self._update(name, state=state, exit_status=exit_status, error_reason=error_reason or "",
                      error=error or "", finished_at=timezone.now())
+        words = [str(state)]
+        if exit_status is not None:
+            words.append(f"(exit {exit_status})")
+        if error_reason:
+            words.append(f"{error_reason}:")
+        if error:
+            words.append(" ".join(error.split()))
+        self._add(name, None, "host", " ".join(words) + "\n")
 
     async def run_finished(self, outcome):
-        pass
+        self._check()
+
+    def _check(self):
+        if self.error is not None:
+            raise self.error  # the flusher failed: stop the run rather than lose output
 
     def _update(self, name, **fields):
         self.pending.setdefault(name, {}).update(fields)
 
-    def _log(self, name, text):
-        size = self.log_sizes.get(name, 0)
-        if size >= LOG_LIMIT:
+    def _add(self, name, step, stream, text):
+        if not text:
             return
-        if size + len(text) > LOG_LIMIT:
-            text = text[:LOG_LIMIT - size] + "\n[log cut at 5 MiB]\n"
-        self.log_sizes[name] = size + len(text)
-        self.logs.setdefault(name, []).append(text)
+        segments = self.segments.setdefault(name, [])
+        if segments:
+            last = segments[-1]
+            if last.step == step and last.stream == stream and stream != "host":
+                last.parts.append(text)
+                return
+        segments.append(_Segment(step, stream, text, time.time()))
+
+    # --- numbering ---------------------------------------------------------------------------
+
+    def _take(self, final=False):
+        """Number the buffered output: the events of this batch, in seq order."""
+        events = []
+        for name in list(self.segments):
+            segments = self.segments[name]
+            keep = None
+            last = segments[-1]
+            text = "".join(last.parts) if len(last.parts) > 1 else last.parts[0]
+            last.parts = [text]
+            if not final and not text.endswith("\n") and last.stream in ("stdout", "stderr"):
+                cut = text.rfind("\n") + 1
+                # A line held once already and still unfinished goes as it is.
+                if cut or not last.held:
+                    keep = _Segment(last.step, last.stream, text[cut:], last.at)
+                    keep.held = True
+                    last.parts = [text[:cut]]
+            for segment in segments:
+                self._number(events, name, segment)
+            if keep is not None:
+                self.segments[name] = [keep]
+            else:
+                del self.segments[name]
+        return events
+
+    def _number(self, events, name, segment):
+        text = "".join(segment.parts)
+        while text:
+            piece = text
+            if len(text) > EVENT_TEXT_MAX:
+                cut = text.rfind("\n", 0, EVENT_TEXT_MAX) + 1 or EVENT_TEXT_MAX
+                piece, text = text[:cut], text[cut:]
+            else:
+                text = ""
+            seq = self.seq + 1
+            self.seq += piece.count("\n") + (0 if piece.endswith("\n") else 1)
+            events.append((seq, name, segment.step, segment.stream, piece, segment.at))
 
     # --- writing ----------------------------------------------------------------------------
 
     async def flush_forever(self, cancel):
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            cancelled = await self.flush()
-            if cancelled and not cancel.is_set():
-                cancel.set()
+        """Flush every FLUSH_INTERVAL until ``stop()``; a failed write stops the run."""
+        try:
+            final = False
+            while not final:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), FLUSH_INTERVAL)
+                final = self.stopping.is_set()
+                cancelled = await self.flush(final=final)
+                if cancelled and not cancel.is_set():
+                    cancel.set()
+        except Exception as exc:
+            logger.exception("run %s: writing output failed", self.run.pk)
+            self.error = exc
+            cancel.set()
+            raise
 
-    async def flush(self):
-        """Write what is pending; beat; returns whether a cancel was requested."""
+    async def stop(self, flusher):
+        """Write what is left (the flusher's last round), tell viewers it ended, and queue
+        the compaction of the run's output."""
+        self.stopping.set()
+        await flusher
+        await live.apublish_end(self.run.pk, self.seq)
+        await asyncio.get_running_loop().run_in_executor(self.db, self._queue_compaction)
+
+    def _queue_compaction(self):
+        try:
+            tasks.compact_output.apply_async((self.run.pk,), countdown=1)
+        except Exception:  # the broker is away: beat's sweep compacts it later
+            logger.warning("run %s: could not queue the output's compaction", self.run.pk,
+                           exc_info=True)
+
+    async def flush(self, final=False):
+        """Write and publish what is pending; beat; returns whether a cancel was requested."""
         pending, self.pending = self.pending, {}
-        logs, self.logs = self.logs, {}
+        events = self._take(final)
         beat = timezone.now() - self.beat_at >= HEARTBEAT_EVERY
         if beat:
             self.beat_at = timezone.now()
+        poll = final or time.monotonic() - self.polled_at >= CANCEL_POLL_EVERY
+        if poll:
+            self.polled_at = time.monotonic()
+        if not (pending or events or beat or poll):
+            return False
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db, self._write, pending, logs, beat)
+        cancelled = await loop.run_in_executor(self.db, self._write, pending, events, beat,
+                                               poll)
+        if events:
+            await live.apublish_events(self.run.pk, events)
+        return cancelled
 
-    def _write(self, pending, logs, beat):
+    def _write(self, pending, events, beat, poll):
         close_old_connections()
+        run_id = self.run.pk
         with transaction.atomic():
-            for name in pending.keys() | logs.keys():
-                result = HostResult.objects.select_for_update().only("id", "log").get(
-                    run_id=self.run.pk, host_name=name)
-                fields = pending.get(name, {})
-                for key, value in fields.items():
-                    setattr(result, key, value)
-                if name in logs:
-                    result.log += "".join(logs[name])
-                result.save(update_fields=[*fields, *(["log"] if name in logs else [])])
+            if events:
+                OutputChunk.objects.bulk_create([
+                    OutputChunk(run_id=run_id, seq=seq, seq_end=seq + text.count("\n") - (
+                        1 if text.endswith("\n") else 0), host_name=host, step=step,
+                        stream=stream, text=text, at=at)
+                    for seq, host, step, stream, text, at in events
+                ])
+            for name, fields in pending.items():
+                HostResult.objects.filter(run_id=run_id, host_name=name).update(**fields)
             if beat:
-                Run.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
-        return Run.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
+                Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+        if not poll:
+            return False
+        return Run.objects.filter(pk=run_id, cancel_requested_at__isnull=False).exists()
 
     def close(self):
         # ``connection`` is per thread: close the one the database thread opened.

@@ -184,8 +184,6 @@ class HostResult(models.Model):
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Plain stored log (stdout/stderr interleaved, prefixed) until live output lands.
-    log = models.TextField(blank=True)
 
     class Meta:
         ordering = ["run", "host_name"]
@@ -196,3 +194,77 @@ class HostResult(models.Model):
 
     def __str__(self):
         return f"{self.host_name}: {self.state}"
+
+
+# --- output -----------------------------------------------------------------------------
+# Every line a run's hosts print, and the lines the worker adds (step headers, results,
+# host states), carries a sequence number: 1, 2, 3, ... per run, across all hosts, with
+# no gap. Rows hold runs of consecutive numbers; ``changes/output.py`` reads and writes
+# them and says how.
+
+
+class OutputChunk(models.Model):
+    """Live output: lines ``seq``..``seq_end`` of one host, step and stream, written by the
+    worker in batches while the run goes. Compacted into ``OutputBlock`` rows when the run
+    is over. ``stream`` is stdout, stderr, diff, or one of the worker's own: cmd (a step
+    starts), result (it ended), host (the host's state changed: the text starts with it).
+    ``at`` is when the worker read the text (Unix time)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+", db_index=False)
+    seq = models.BigIntegerField()
+    seq_end = models.BigIntegerField()
+    host_name = models.CharField(max_length=255)
+    step = models.SmallIntegerField(null=True, blank=True)
+    stream = models.CharField(max_length=8)
+    text = models.TextField()
+    at = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq_end"],
+                                    name="changes_outputchunk_unique_seq"),
+        ]
+        indexes = [models.Index(fields=["run", "host_name", "seq_end"],
+                                name="changes_outputchunk_host")]
+
+    def __str__(self):
+        return f"run {self.run_id} lines {self.seq}-{self.seq_end} ({self.host_name})"
+
+
+class OutputBlock(models.Model):
+    """Compacted output of a finished run: every event numbered ``seq``..``seq_end``, in one
+    zlib-compressed section per host (``index``: ``[[host, offset, length, lines], ...]``
+    into ``data``), so one host's lines are read without inflating the others'."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+", db_index=False)
+    seq = models.BigIntegerField()
+    seq_end = models.BigIntegerField()
+    index = models.JSONField()
+    data = models.BinaryField()
+    lines = models.IntegerField()
+    raw_bytes = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq_end"],
+                                    name="changes_outputblock_unique_seq"),
+        ]
+
+    def __str__(self):
+        return f"run {self.run_id} lines {self.seq}-{self.seq_end} (compacted)"
+
+
+class RunOutput(models.Model):
+    """What became of a run's output: compacted (with its size) and, after the retention
+    period, deleted. Per-host results stay either way."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True,
+                               related_name="output")
+    lines = models.BigIntegerField(default=0)
+    raw_bytes = models.BigIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(default=0)
+    compacted_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"output of run {self.run_id}"

@@ -4,13 +4,19 @@ submitting changes, starting (exactly once), cancelling and retrying runs, the r
 Views, the API, tasks and tests call these functions.
 """
 
-from datetime import timedelta
+import hashlib
+import json
+from collections import Counter
+from datetime import UTC, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
+from approvals import services as approvals
 from changes import runbooks, states
 from changes.models import Change, HostResult, Run, RunbookVersion
 from cmdb import crypto, selectors
@@ -98,7 +104,8 @@ def compose_change(*, title, runbook, params, selector, strategy=None, descripti
     errors = {f"param_{k}": [v] for k, v in param_errors.items()}
     errors.update({k: [v] for k, v in strategy_errors.items()})
     try:
-        hosts = list(selectors.resolve(selector).only("id", "name", "labels"))
+        hosts = list(selectors.resolve(selector).select_related("environment")
+                     .prefetch_related("services"))
     except selectors.SelectorError as exc:
         errors["selector"] = [str(exc)]
         hosts = []
@@ -108,6 +115,10 @@ def compose_change(*, title, runbook, params, selector, strategy=None, descripti
         errors["title"] = [_("Say in a few words what this change does.")]
     if scheduled_at is not None and scheduled_at <= timezone.now():
         errors["scheduled_at"] = [_("The schedule must be in the future.")]
+    elif scheduled_at is not None and hosts and (
+            problem := approvals.schedule_problem(_host_facts(hosts), scheduled_at)):
+        # Inside the hosts' maintenance windows and outside their freezes (approvals).
+        errors["scheduled_at"] = [problem]
     if errors:
         raise ValidationError(errors)
     secret_names = {p["name"] for p in version.parameters if p["secret"]}
@@ -133,6 +144,8 @@ def compose_change(*, title, runbook, params, selector, strategy=None, descripti
         change.targets.set(hosts)
         audit.record("change.create" if created else "change.edit", by=by, obj=change,
                      request=request, detail={"hosts": len(hosts), "runbook": str(version)})
+        if change.status in (Change.Status.PENDING_APPROVAL, Change.Status.READY):
+            change = _resubmit(change, by=by, request=request)
     return change
 
 
@@ -149,12 +162,115 @@ def secret_values(change):
     return crypto.decrypt(change.secret_params) if change.secret_params else {}
 
 
+# --- approvals: what is approved is exactly what runs ----------------------------------------
+
+APPROVAL_SUBJECT = "changes.change"  # Change._meta.label_lower
+RISK_ORDER = ("low", "medium", "high", "critical")  # cmdb Service tiers, approvals risks
+
+
+def change_digest(change):
+    """sha256 of the canonical JSON of what a run of ``change`` executes: the runbook
+    version's digest, the parameter values, the frozen target names, the strategy and
+    the schedule. An approval counts only for this digest, and the worker checks it
+    again before it touches a host.
+
+    Secret values enter as keyed hashes (HMAC-SHA256 under ``SECRET_KEY``), never in the
+    clear: a plain sha256 of a short password, next to the other fields everyone can
+    read, would let anyone who sees the digest guess the password offline."""
+    secrets = {name: "hmac-sha256:" + salted_hmac("opsplane.changes.digest", str(value),
+                                                  algorithm="sha256").hexdigest()
+               for name, value in secret_values(change).items()}
+    scheduled = change.scheduled_at
+    content = {
+        "runbook_version": change.runbook_version.digest,
+        "params": {**change.params, **secrets},
+        "targets": sorted(change.target_names),
+        "strategy": change.strategy,
+        "scheduled_at": scheduled.astimezone(UTC).isoformat() if scheduled else None,
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _host_facts(hosts):
+    """Hosts (with ``environment`` and ``services`` loaded) as approvals matches them."""
+    return [approvals.HostFacts(name=h.name, environment=h.environment.name,
+                                labels=dict(h.labels),
+                                services=tuple(sorted(s.name for s in h.services.all())))
+            for h in hosts]
+
+
+def approval_subject(change):
+    """The change as the approvals app sees it: digest, the hosts' environments, labels
+    and services, the runbook, the risk (the highest tier among the services it
+    touches) and the summary approvers read (steps, parameters with secrets masked,
+    hosts by environment and service)."""
+    hosts = list(change.targets.select_related("environment").prefetch_related("services"))
+    facts = _host_facts(hosts)
+    version = change.runbook_version
+    risk = max((s.tier for h in hosts for s in h.services.all() if s.tier in RISK_ORDER),
+               key=RISK_ORDER.index, default="low")
+    masked = {name: "********" for name in secret_values(change)}
+    summary = {
+        "runbook": version.runbook.name, "version": version.number, "steps": version.steps,
+        "params": {**change.params, **masked}, "selector": change.selector,
+        "strategy": change.strategy, "hosts": len(change.target_names),
+        "by_environment": dict(sorted(Counter(h.environment for h in facts).items())),
+        "by_service": dict(sorted(Counter(s for h in facts for s in h.services).items())),
+        "scheduled_at": change.scheduled_at.isoformat() if change.scheduled_at else None,
+    }
+    return approvals.Subject(
+        type=APPROVAL_SUBJECT, id=str(change.pk), title=str(change), digest=change_digest(change),
+        author=change.author, link=reverse("changes:change", args=[change.pk]), hosts=facts,
+        protected_environments=frozenset(h.environment.name for h in hosts
+                                         if h.environment.protected),
+        runbook=version.runbook.name, risk=risk, not_before=change.scheduled_at,
+        summary=summary)
+
+
+def approval_problem(change):
+    """For the worker: "" when the change's current digest is the approved one."""
+    return approvals.approved_digest_problem(APPROVAL_SUBJECT, change.pk, change_digest(change))
+
+
+def _follow_request(change, approval, *, by, request=None):
+    """Move the change to where its request puts it: ready when approval was automatic
+    (no policy asked), awaiting approval otherwise. A human approval leaves it awaiting
+    approval: ``start_run`` reads the request (approvals never calls back)."""
+    target = Change.Status.READY if approval.automatic else Change.Status.PENDING_APPROVAL
+    if change.status == target:
+        return change
+    detail = {"approval": approval.pk, "digest": approval.digest}
+    if target not in states.CHANGE_TRANSITIONS[change.status]:
+        change = states.transition(change, Change.Status.DRAFT, by=by, request=request,
+                                   detail={**detail, "reason": "edited"})
+    return states.transition(change, target, by=by, request=request, detail=detail)
+
+
 def submit_change(change, *, by, request=None):
-    """Ask for the change to run: it becomes ready (approvals, once wired, put it in
-    front of approvers first)."""
+    """Ask for the change to run: opens its approval request with the change's digest.
+    Ready at once when no policy asks for approval; otherwise it waits for the
+    approvers (notified by approvals)."""
     _require(can_operate(by))
     with transaction.atomic():
-        return states.transition(change, Change.Status.READY, by=by, request=request)
+        locked = Change.objects.select_for_update().get(pk=change.pk)
+        if locked.status != Change.Status.DRAFT:
+            states.transition(locked, Change.Status.PENDING_APPROVAL, by=by,
+                              request=request)  # refused, with the usual message
+        approval = approvals.open_request(approval_subject(locked), by=by, request=request)
+        _follow_request(locked, approval, by=by, request=request)
+    change.refresh_from_db()  # callers keep using their object, as with a transition
+    return change
+
+
+def _resubmit(change, *, by, request=None):
+    """An edit of a submitted change: a changed digest opens a new approval round, so
+    earlier approvals stop counting and approvers are asked again. Call inside a
+    transaction."""
+    change = Change.objects.select_for_update().get(pk=change.pk)
+    approval = approvals.open_request(approval_subject(change), by=by, request=request)
+    return _follow_request(change, approval, by=by, request=request)
 
 
 def cancel_change(change, *, by, request=None):
@@ -165,7 +281,11 @@ def cancel_change(change, *, by, request=None):
             run = change.runs.order_by("-number").first()
             request_cancel(run, by=by, request=request)
             return change
-        return states.transition(change, Change.Status.CANCELLED, by=by, request=request)
+        change = states.transition(change, Change.Status.CANCELLED, by=by, request=request)
+        # Approvers must not be left deciding a change nobody will run.
+        approvals.withdraw_subject(APPROVAL_SUBJECT, change.pk, by=by, request=request,
+                                   reason=_("the change was cancelled"))
+        return change
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -175,11 +295,16 @@ def start_run(change, *, by, request=None, hosts=None):
     """Start a run of ``change`` exactly once: the change's status moves to running in a
     conditional UPDATE, so a second click, a second request or a retried task fails
     with ``TransitionError`` instead of starting twice. ``hosts`` (names) limits the run,
-    as a retry does; default: every frozen target."""
+    as a retry does; default: every frozen target.
+
+    Only what was approved starts: the change's approval request must be approved for
+    its current digest, and no freeze window may be open on its hosts (an emergency
+    bypass aside); otherwise ``approvals.NotCleared`` says why."""
     _require(can_operate(by))
     with transaction.atomic():
         change = Change.objects.select_for_update().get(pk=change.pk)
-        if hosts is None and change.status != Change.Status.READY:
+        if hosts is None and change.status not in (Change.Status.READY,
+                                                   Change.Status.PENDING_APPROVAL):
             raise states.TransitionError(
                 _("%(change)s is %(status)s: only a ready change starts (a finished one "
                   "can be retried).") % {"change": change,
@@ -187,6 +312,10 @@ def start_run(change, *, by, request=None, hosts=None):
         if change.scheduled_at and change.scheduled_at > timezone.now():
             raise ChangeError(_("%(change)s is scheduled for %(at)s.")
                               % {"change": change, "at": change.scheduled_at})
+        approval = approvals.check_may_start(approval_subject(change))
+        if change.status == Change.Status.PENDING_APPROVAL:
+            change = states.transition(change, Change.Status.READY, by=by, request=request,
+                                       detail={"approval": approval.pk})
         number = (change.runs.order_by("-number").values_list("number", flat=True).first()
                   or 0) + 1
         states.transition(change, Change.Status.RUNNING, by=by, request=request,
@@ -200,6 +329,7 @@ def start_run(change, *, by, request=None, hosts=None):
         ])
         audit.record("run.queued", by=by, obj=run, request=request,
                      detail={"hosts": len(names)})
+        approvals.record_start(approval, by=by, request=request)
         transaction.on_commit(lambda: _enqueue(run))
     return run
 
@@ -295,13 +425,31 @@ def reap_stale_runs(now=None):
 
 
 def start_due_changes(now=None):
-    """Beat: start scheduled changes whose time has come (and that may run)."""
+    """Beat: start scheduled changes whose time has come, exactly once (``start_run``'s
+    conditional transition). A change that may not start (not approved, expired, a
+    freeze, its maintenance window over) is marked missed with the reason, on its
+    approval request and in its history, and goes back to draft: beat does not retry it,
+    its author picks a new time."""
     now = now or timezone.now()
     started = []
-    due = Change.objects.filter(status=Change.Status.READY, scheduled_at__lte=now)
+    due = Change.objects.filter(status__in=[Change.Status.READY,
+                                            Change.Status.PENDING_APPROVAL],
+                                scheduled_at__lte=now)
     for change in due:
         try:
             started.append(start_run(change, by=change.author))
+        except approvals.NotCleared as exc:
+            _mark_missed(change, str(exc))
         except (DomainError, PermissionDenied):
             continue  # someone else started or withdrew it meanwhile, or author lost role
     return started
+
+
+def _mark_missed(change, reason):
+    with transaction.atomic():
+        change = Change.objects.select_for_update().get(pk=change.pk)
+        if change.status not in (Change.Status.READY, Change.Status.PENDING_APPROVAL):
+            return  # started or cancelled meanwhile
+        approvals.mark_missed(APPROVAL_SUBJECT, change.pk, reason=reason)
+        states.transition(change, Change.Status.DRAFT, source="beat",
+                          detail={"missed": reason[:500]})

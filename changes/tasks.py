@@ -24,3 +24,31 @@ def reap_stale_runs():
 @shared_task(name="changes.start_due_changes", soft_time_limit=60)
 def start_due_changes():
     services.start_due_changes()
+
+
+@shared_task(name="changes.compact_output", bind=True, soft_time_limit=900, time_limit=960,
+             max_retries=60)
+def compact_output(self, run_id):
+    """Compact a run's output once its run is over. Queued by the worker as soon as the
+    output is complete, which is just before the run's final status is written: until
+    then it retries (compaction touches no host, so retrying is safe)."""
+    from changes import output
+    from changes.models import Run
+
+    run = Run.objects.filter(pk=run_id).only("status").first()
+    if run is None:
+        return
+    if not run.is_terminal:
+        raise self.retry(countdown=2)
+    output.compact(run_id)
+
+
+@shared_task(name="changes.sweep_output", soft_time_limit=1800, time_limit=1860)
+def sweep_output():
+    """Beat: compact what no compact_output task did (a lost task, a crashed worker), and
+    delete output older than OPSPLANE_OUTPUT_RETENTION_DAYS."""
+    from changes import output
+
+    for run_id in output.runs_to_compact():
+        output.compact(run_id)
+    output.expire()

@@ -1,18 +1,19 @@
 """Change pages. Thin: parse the request, call ``changes.services``, render."""
 
+from channels.db import database_sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpResponse
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from changes import services
+from changes import output, services
 from changes.forms import ChangeForm, RunbookForm
-from changes.models import Change, HostResult, Run, Runbook
+from changes.models import Change, HostResult, Run, Runbook, RunOutput
 from opsplane.errors import DomainError
 from opsplane.roles import Role, role_required
 
@@ -185,16 +186,17 @@ def _run_or_404(request, pk, number):
 
 @role_required(*VIEWERS)
 def run_detail(request, pk, number):
+    """The run page: status and counts (the ``hosts`` partial htmx refreshes), a grid of
+    every host, and the output viewer (``static/changes/run.js``), which reads the tail
+    and the live events over ``ws/runs/<id>/`` and everything else page by page from
+    ``run_output``: the page itself never carries output."""
     run = _run_or_404(request, pk, number)
-    results = run.results.order_by("host_name")
     state = request.GET.get("state", "")
     counts = dict(run.results.values_list("state").annotate(n=Count("id")).order_by())
-    if state in HostResult.State.values:
-        results = results.filter(state=state)
     done = sum(n for s, n in counts.items() if s in HostResult.DONE)
     total = sum(counts.values())
     context = {
-        "run": run, "change": run.change, "results": results.defer("log"), "state": state,
+        "run": run, "change": run.change, "state": state,
         "counts": [(s, label, counts.get(s, 0)) for s, label in HostResult.State.choices],
         "done": done, "total": total,
         "percent": int(done * 100 / total) if total else 100,
@@ -203,20 +205,99 @@ def run_detail(request, pk, number):
     template = "changes/run_detail.html"
     if request.htmx and not request.htmx.boosted:
         template += "#hosts"
+    else:
+        context.update(
+            hosts=run.results.order_by("host_name").values_list("host_name", "state"),
+            last_seq=output.last_seq(run.pk),
+            run_output=RunOutput.objects.filter(run=run).first(),
+        )
     response = render(request, template, context)
     patch_vary_headers(response, ["HX-Request"])
     return response
 
 
+def _int_param(request, name, default=None, minimum=0, maximum=None):
+    value = request.GET.get(name, "")
+    if value == "":
+        return default
+    number = int(value)  # ValueError: the caller answers 400
+    if number < minimum:
+        raise ValueError(name)
+    return number if maximum is None else min(number, maximum)
+
+
+@role_required(*VIEWERS)
+def run_output(request, pk, number):
+    """A page of a run's output as JSON, for the run page (scripts use the API's events).
+
+    ``?after=<seq>``: events after it; ``?before=<seq>`` or neither: the tail before it;
+    ``host`` keeps one host's events and adds its result; ``q`` searches lines instead
+    (case-insensitive), from ``after``, answering ``matches`` and where to go on."""
+    run = _run_or_404(request, pk, number)
+    host = request.GET.get("host") or None
+    try:
+        after = _int_param(request, "after")
+        before = _int_param(request, "before", minimum=1)
+        limit = _int_param(request, "limit", 500, minimum=1, maximum=5000)
+    except ValueError:
+        return HttpResponseBadRequest("after, before and limit are whole numbers")
+    body = {"last_seq": output.last_seq(run.pk)}
+    if host is not None:
+        result = get_object_or_404(run.results, host_name=host)
+        body["host"] = {
+            "name": result.host_name, "state": result.state,
+            "state_label": result.get_state_display(), "exit_status": result.exit_status,
+            "error_reason": result.error_reason, "error": result.error,
+            "started_at": result.started_at, "finished_at": result.finished_at,
+        }
+    if q := request.GET.get("q", "").strip():
+        matches, scanned_to, done = output.search(run.pk, q, after=after or 0, host=host,
+                                                  limit=min(limit, 500))
+        body.update(matches=matches, scanned_to=scanned_to, done=done)
+    elif after is not None:
+        body["events"] = output.read_after(run.pk, after, limit=limit, host=host)
+    else:
+        body["events"] = output.read_before(run.pk, before, limit=limit, host=host)
+    return JsonResponse(body)
+
+
+_read_after = database_sync_to_async(output.read_after)
+
+
+def _log_response(run, host, filename):
+    """The whole stored log, streamed page by page from the database (never whole in
+    memory); an async iterator, so that under ASGI no thread is held while it flows."""
+    formatter = output.host_text if host is not None else output.run_text
+
+    async def chunks():
+        after = 0
+        while page := await _read_after(run.pk, after, limit=20_000, host=host):
+            yield "".join(formatter(event) for event in page).encode()
+            after = output.last_seq_of(page[-1])
+
+    response = StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'{"attachment" if filename else "inline"}; ' \
+        f'filename="{filename or "log.txt"}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@role_required(*VIEWERS)
+def run_log(request, pk, number):
+    """The whole run's output, every line prefixed with its host, as a download."""
+    run = _run_or_404(request, pk, number)
+    return _log_response(run, None, f"change-{run.change_id}-run-{run.number}.log")
+
+
 @role_required(*VIEWERS)
 def host_log(request, pk, number, host):
+    """One host's output as plain text (``?download=1``: as a file)."""
     run = _run_or_404(request, pk, number)
-    result = get_object_or_404(HostResult, run=run, host_name=host)
-    response = HttpResponse(result.log, content_type="text/plain; charset=utf-8")
+    get_object_or_404(HostResult, run=run, host_name=host)
+    filename = ""
     if request.GET.get("download"):
         filename = f"change-{run.change_id}-run-{run.number}-{host}.log"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return _log_response(run, host, filename)
 
 
 @role_required(Role.OPERATOR)

@@ -63,6 +63,7 @@ def load(logins_path, lab_inventory=None):
     if lab_inventory is not None and lab_inventory.exists():
         load_lab(json.loads(lab_inventory.read_text()), by=admin)
     load_runbooks(by=admin)
+    load_approval_policies(by=admin)
     return logins
 
 
@@ -116,6 +117,19 @@ steps:
     command: wc -l /tmp/opsplane-demo-app.conf
 """),
 }
+
+
+def load_approval_policies(*, by):
+    """One policy to show how they read: changes on prod hosts need one approver (what
+    protected environments get anyway), valid for a day."""
+    from approvals import services as approvals_services
+    from approvals.models import ApprovalPolicy
+
+    if not ApprovalPolicy.objects.exists():
+        approvals_services.save_policy(ApprovalPolicy(), {
+            "name": "prod", "description": "Changes on production hosts need an approver.",
+            "environments": ["prod"], "requirements": [{"group": "approver", "count": 1}],
+            "validity_hours": 24}, by=by)
 
 
 def load_runbooks(*, by):

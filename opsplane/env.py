@@ -91,9 +91,12 @@ def database_config(environ=os.environ, *, default_sqlite):
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
             raise ImproperlyConfigured(f"DATABASE_URL: bad port in {redact_url(url)!r}") from None
-        max_age = env_int("DATABASE_CONN_MAX_AGE", 60, environ, minimum=0)
+        pool_size = env_int("DATABASE_POOL_MAX_SIZE", 20, environ, minimum=0)
         try:
-            config = dj_database_url.parse(url, conn_max_age=max_age, conn_health_checks=True)
+            # No persistent per-thread connections: under ASGI every request may run in
+            # a thread of its own, and each would keep a connection open. A psycopg pool
+            # per process instead (DATABASE_POOL_MAX_SIZE=0: plain connect per use).
+            config = dj_database_url.parse(url, conn_max_age=0)
         except Exception as exc:  # dj-database-url raises several types for bad input
             raise ImproperlyConfigured(
                 f"DATABASE_URL: cannot parse {redact_url(url)!r}: {exc}"
@@ -104,7 +107,10 @@ def database_config(environ=os.environ, *, default_sqlite):
                 "(expected postgresql://user:password@host:5432/dbname)"
             )
         config["ENGINE"] = "django.db.backends.postgresql"
-        config.setdefault("OPTIONS", {})["connect_timeout"] = 5
+        options = config.setdefault("OPTIONS", {})
+        options["connect_timeout"] = 5
+        if pool_size:
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
         return config
     if scheme == "sqlite":
         path = unquote(parts.path)

@@ -78,3 +78,7 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+# Notification channels and their outbox live in opsplane/notify/ (same app, own module).
+from opsplane.notify.models import Attempt, Channel, Notification  # noqa: E402, F401

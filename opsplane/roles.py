@@ -84,6 +84,7 @@ NAVIGATION = [
     ("alerts:index", _("Alerts"), (Role.ONCALL, Role.OPERATOR)),
 ]
 ADMIN_NAVIGATION = [
+    ("notify:channels", _("Notifications")),
     ("opsplane:status", _("System")),
     ("admin:index", _("Admin")),
 ]

@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from changes import routing as changes_routing
 from opsplane import consumers
 
 websocket_urlpatterns = [
     path("ws/live/", consumers.UserFeedConsumer.as_asgi()),
+    *changes_routing.websocket_urlpatterns,
 ]

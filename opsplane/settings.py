@@ -97,7 +97,11 @@ REDIS_URL = env.redis_url(default_socket=EMBEDDED_REDIS_DIR / "redis.sock")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "opsplane:ws", "capacity": 1000, "expiry": 30},
+        # A consumer waits on Redis with a blocking pop of up to 5 s (channels_redis'
+        # brpop_timeout); redis-py 8's default socket timeout is also 5 s, which turned
+        # every consumer that heard nothing for 5 s into a TimeoutError. Allow for it.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                   "prefix": "opsplane:ws", "capacity": 1000, "expiry": 30},
     },
 }
 
@@ -132,6 +136,8 @@ CELERY_BEAT_SCHEDULE = {
     "opsplane-heartbeat": {"task": "opsplane.heartbeat", "schedule": 15.0},
     "changes-reaper": {"task": "changes.reap_stale_runs", "schedule": 30.0},
     "changes-scheduled": {"task": "changes.start_due_changes", "schedule": 30.0},
+    # Approval requests past their validity become expired (approvals.services.expire_due).
+    "approvals-expiry": {"task": "approvals.expire_requests", "schedule": 60.0},
 }
 # Runs go to the `runs` queue (or `runs.<site>`, see changes.services.queue_for); other
 # tasks to `celery`. A worker near a site's hosts consumes `runs.<site>`.
@@ -145,6 +151,50 @@ if OPSPLANE_FACTS_INTERVAL_HOURS:
         "task": "cmdb.gather_facts_scheduled",
         "schedule": OPSPLANE_FACTS_INTERVAL_HOURS * 3600.0,
     }
+# Runs' output is deleted this many days after they finished (0: kept for ever); their
+# per-host results stay. Beat's sweep also compacts output a worker left uncompacted.
+OPSPLANE_OUTPUT_RETENTION_DAYS = env.env_int("OPSPLANE_OUTPUT_RETENTION_DAYS", 90, minimum=0)
+CELERY_BEAT_SCHEDULE["changes-output"] = {"task": "changes.sweep_output", "schedule": 600.0}
+
+# --- notifications (opsplane/notify) ---------------------------------------------------
+
+# The outbox's tasks live outside an app's tasks.py, so the worker is told to load them.
+CELERY_IMPORTS = ["opsplane.notify.tasks"]
+# Re-queue outbox rows whose task never came (broker down at commit, worker lost).
+CELERY_BEAT_SCHEDULE["notify-sweep"] = {"task": "notify.sweep", "schedule": 30.0}
+OPSPLANE_NOTIFY_MAX_ATTEMPTS = env.env_int("OPSPLANE_NOTIFY_MAX_ATTEMPTS", 8, minimum=1)
+# The first retry waits about this long; each further one twice as long, up to the cap.
+OPSPLANE_NOTIFY_RETRY_SECONDS = env.env_int("OPSPLANE_NOTIFY_RETRY_SECONDS", 10, minimum=1)
+OPSPLANE_NOTIFY_RETRY_MAX_SECONDS = 600
+# A provider that answered "too fast" (HTTP 429, DingTalk 130101...) waits at least this.
+OPSPLANE_NOTIFY_THROTTLED_SECONDS = 60
+OPSPLANE_NOTIFY_TIMEOUT = env.env_int("OPSPLANE_NOTIFY_TIMEOUT_SECONDS", 10, minimum=1)
+# A due row's task may take this long to arrive before the sweep queues it again...
+OPSPLANE_NOTIFY_SWEEP_GRACE = 60
+# ...and a row may stay `sending` this long (well above notify.deliver's time limit).
+OPSPLANE_NOTIFY_LEASE = 300
+# E-mail channels send through this SMTP server.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = OPSPLANE_NOTIFY_TIMEOUT
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "opsplane@localhost")
+
+# --- alerts ----------------------------------------------------------------------------
+
+# Group timers (group_wait/group_interval/repeat_interval) run on this tick, never on one
+# countdown per alert; endsAt expiry and silences on the next; heartbeats once a minute.
+CELERY_BEAT_SCHEDULE["alerts-flush"] = {"task": "alerts.flush_due", "schedule": 5.0}
+CELERY_BEAT_SCHEDULE["alerts-expire"] = {"task": "alerts.expire", "schedule": 15.0}
+CELERY_BEAT_SCHEDULE["alerts-heartbeats"] = {"task": "alerts.check_heartbeats",
+                                             "schedule": 60.0}
+# The intake refuses larger bodies with 413 (on their Content-Length, before parsing).
+OPSPLANE_ALERTS_MAX_BODY_BYTES = env.env_int("OPSPLANE_ALERTS_MAX_BODY_BYTES", 10 * 1024 * 1024,
+                                             minimum=1024)
+# The address people reach the web UI at: links in notifications are built on it.
+OPSPLANE_BASE_URL = os.environ.get("OPSPLANE_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # --- auth, roles, sessions -----------------------------------------------------------
 
@@ -235,6 +285,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Choice sets whose field names other components use too ("kind", "state").
+    "ENUM_NAME_OVERRIDES": {
+        "NotifyChannelKindEnum": "opsplane.notify.models.Channel.Kind",
+        "NotificationStateEnum": "opsplane.notify.models.Notification.State",
+    },
 }
 
 # --- i18n ------------------------------------------------------------------------------

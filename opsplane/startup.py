@@ -48,9 +48,17 @@ def check_database(alias="default"):
 
     connection = connections[alias]
     try:
-        connection.ensure_connection()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        if connection.vendor == "postgresql":
+            # A connection of its own, not one from the pool: the pool would retry quietly
+            # for its whole timeout before saying anything.
+            import psycopg
+
+            with psycopg.connect(**connection.get_connection_params()) as conn:
+                conn.execute("SELECT 1")
+        else:
+            connection.ensure_connection()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
     except Exception as exc:
         params = connection.settings_dict
         if "sqlite" in params["ENGINE"]:

@@ -34,9 +34,15 @@ urlpatterns = [
     path("changes/", include("changes.urls")),
     path("approvals/", include("approvals.urls")),
     path("alerts/", include("alerts.urls")),
+    path("notifications/", include("opsplane.notify.urls")),
     path("api/v1/", include(api_patterns)),
     path("api/v1/", include("cmdb.api_urls")),
     path("api/v1/", include("changes.api_urls")),
+    # Includes the alert intake (api/v1/alerts/intake/...), authenticated by integration
+    # tokens: under /api/, so LoginRequiredMiddleware lets monitoring systems through.
+    path("api/v1/", include("alerts.api_urls")),
+    path("api/v1/", include("approvals.api_urls")),
+    path("api/v1/notify/", include("opsplane.notify.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script as a file, as our Content-Security-Policy wants.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"),

@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.utils import timezone
 
+from approvals.testing import approve
 from changes import runbooks, services, states
 from changes.models import Change, HostResult, Run, Runbook
 from cmdb.models import Environment, Host
@@ -131,9 +132,11 @@ def test_illegal_transitions_are_refused_with_a_message(operator, runbook, hosts
         states.transition(change, Change.Status.SUCCEEDED, by=operator)
 
 
-def test_start_is_exactly_once(operator, runbook, hosts, django_capture_on_commit_callbacks):
+def test_start_is_exactly_once(operator, approver, runbook, hosts,
+                               django_capture_on_commit_callbacks):
     change = compose(operator, runbook)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     with django_capture_on_commit_callbacks() as callbacks:
         run = services.start_run(change, by=operator)
     assert len(callbacks) == 1  # one task queued
@@ -144,9 +147,10 @@ def test_start_is_exactly_once(operator, runbook, hosts, django_capture_on_commi
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_starts_make_one_run(operator, runbook, hosts):
+def test_concurrent_starts_make_one_run(operator, approver, runbook, hosts):
     change = compose(operator, runbook)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     barrier, outcomes = threading.Barrier(2), []
 
     def start():
@@ -168,9 +172,10 @@ def test_concurrent_starts_make_one_run(operator, runbook, hosts):
     assert Run.objects.filter(change=change).count() == 1
 
 
-def test_cancel_a_queued_run_finishes_it_and_the_change(operator, runbook, hosts):
+def test_cancel_a_queued_run_finishes_it_and_the_change(operator, approver, runbook, hosts):
     change = compose(operator, runbook)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     run = services.start_run(change, by=operator)
     run = services.request_cancel(run, by=operator)
     assert run.status == Run.Status.CANCELLED and run.finished_at is not None
@@ -181,9 +186,10 @@ def test_cancel_a_queued_run_finishes_it_and_the_change(operator, runbook, hosts
     assert services.claim_run(run.pk, "late-worker") is None
 
 
-def test_retry_runs_only_the_hosts_that_did_not_finish_ok(operator, runbook, hosts):
+def test_retry_runs_only_the_hosts_that_did_not_finish_ok(operator, approver, runbook, hosts):
     change = compose(operator, runbook)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     run = services.start_run(change, by=operator)
     services.claim_run(run.pk, "w")
     run.results.filter(host_name="web-1").update(state="ok")
@@ -197,9 +203,10 @@ def test_retry_runs_only_the_hosts_that_did_not_finish_ok(operator, runbook, hos
     assert sorted(retry.results.values_list("host_name", flat=True)) == ["web-2", "web-3"]
 
 
-def test_reaper_interrupts_runs_whose_worker_died(operator, runbook, hosts):
+def test_reaper_interrupts_runs_whose_worker_died(operator, approver, runbook, hosts):
     change = compose(operator, runbook)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     run = services.start_run(change, by=operator)
     run = services.claim_run(run.pk, "w")
     run.results.filter(host_name="web-1").update(state="ok")
@@ -216,14 +223,16 @@ def test_reaper_interrupts_runs_whose_worker_died(operator, runbook, hosts):
     assert services.reap_stale_runs() == []
 
 
-def test_scheduled_change_waits_for_its_time(operator, runbook, hosts):
-    change = compose(operator, runbook, scheduled_at=timezone.now() + timedelta(hours=1))
+def test_scheduled_change_waits_for_its_time(operator, approver, runbook, hosts, monkeypatch):
+    at = timezone.now() + timedelta(hours=1)
+    change = compose(operator, runbook, scheduled_at=at)
     services.submit_change(change, by=operator)
+    approve(change, by=approver)  # prod is protected: one approver
     with pytest.raises(services.ChangeError, match="scheduled"):
         services.start_run(change, by=operator)
     assert services.start_due_changes() == []
-    Change.objects.filter(pk=change.pk).update(scheduled_at=timezone.now()
-                                                - timedelta(seconds=1))
+    # The clock moves on (moving the schedule instead would change what was approved).
+    monkeypatch.setattr(timezone, "now", lambda: at + timedelta(seconds=1))
     assert [r.change_id for r in services.start_due_changes()] == [change.pk]
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from approvals.testing import approve
 from changes import services
 from changes.models import Change, Run, Runbook
 from cmdb.models import Environment, Host
@@ -50,7 +51,8 @@ def test_picking_a_runbook_swaps_in_its_parameter_fields(client, operator, runbo
     assert 'name="param_service"' in html and 'type="password"' in html
 
 
-def test_compose_start_and_watch(client, operator, runbook, django_capture_on_commit_callbacks):
+def test_compose_start_and_watch(client, operator, approver, runbook,
+                                 django_capture_on_commit_callbacks):
     client.force_login(operator)
     response = client.post("/changes/new/", {
         "title": "Restart nginx", "runbook": "restart", "selector": "role=web",
@@ -58,7 +60,8 @@ def test_compose_start_and_watch(client, operator, runbook, django_capture_on_co
     })
     assert response.status_code == 302, response.content.decode()[:3000]
     change = Change.objects.get()
-    assert change.status == Change.Status.READY
+    assert change.status == Change.Status.PENDING_APPROVAL  # prod is protected
+    approve(change, by=approver)
     detail = client.get(f"/changes/{change.pk}/").content.decode()
     assert "token = ********" in detail and "s3cret" not in detail
     assert "Run “Restart nginx” on 3 hosts (prod) now?" in detail
@@ -98,7 +101,8 @@ def test_viewers_cannot_compose_or_start(client, make_user, operator, runbook, r
     assert not Run.objects.exists()
 
 
-def test_change_api_round_trip(client, operator, runbook, django_capture_on_commit_callbacks):
+def test_change_api_round_trip(client, operator, approver, runbook,
+                               django_capture_on_commit_callbacks):
     from opsplane import tokens
 
     _, token = tokens.create_token(operator, "ci", by=operator)
@@ -109,12 +113,14 @@ def test_change_api_round_trip(client, operator, runbook, django_capture_on_comm
     }, content_type="application/json", **auth)
     assert created.status_code == 201, created.content
     body = created.json()
-    assert body["status"] == "ready" and body["targets"] == ["web-0", "web-1", "web-2"]
+    assert body["status"] == "pending_approval"  # prod is protected
+    assert body["targets"] == ["web-0", "web-1", "web-2"]
     assert "token" not in body["params"]
     bad = client.post("/api/v1/changes/", {"title": "x", "runbook": "restart",
                                            "selector": "role in (", "params": {}},
                       content_type="application/json", **auth)
     assert bad.status_code == 400 and "selector" in bad.json()
+    approve(Change.objects.get(pk=body["id"]), by=approver)
     with django_capture_on_commit_callbacks():
         started = client.post(f"/api/v1/changes/{body['id']}/start/", **auth)
     assert started.status_code == 202 and started.json()["status"] == "queued"

@@ -46,7 +46,7 @@ class MakeRun:
         self.lines = []
         env = {k: v for k, v in os.environ.items()
                if k not in {"DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR",
-                            "DATABASE_CONN_MAX_AGE", "MAKEFLAGS", "MFLAGS"}}
+                            "DATABASE_POOL_MAX_SIZE", "MAKEFLAGS", "MFLAGS"}}
         env.update(OPSPLANE_VAR_DIR=str(var_dir), PORT=str(port),
                    OPSPLANE_LAB_BASE="127.0.66.1", OPSPLANE_LAB_PORT=str(lab_port))
         # A session of its own, as a terminal's foreground job: Ctrl-C is SIGINT to it.

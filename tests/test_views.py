@@ -71,7 +71,8 @@ def _nav(client, user):
     ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/"]),
     ("approver", ["/inventory/", "/changes/", "/approvals/"]),
     ("oncall", ["/inventory/", "/changes/", "/alerts/"]),
-    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/system/", "/admin/"]),
+    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/notifications/channels/",
+               "/system/", "/admin/"]),
     (None, []),
 ])
 def test_each_role_sees_its_navigation(client, make_user, role, expected):

@@ -19,9 +19,6 @@ os.environ.setdefault("OPSPLANE_VAR_DIR", os.path.join(_tmp, "var"))
 # Metrics as in production: one directory the processes of this host count into.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_tmp, "metrics"))
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
-# A Celery worker thread closes its database connection after each task, so the test
-# database can be dropped at the end of the session.
-os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
 
 if not os.environ.get("REDIS_URL"):
     from opsplane.embedded_redis import EmbeddedRedis

@@ -1,0 +1,180 @@
+"""Notification timing, as Alertmanager's aggregation groups and dedup stage do it.
+
+Beat calls ``flush_due(now)`` every few seconds; it flushes each open incident whose
+``next_flush_at`` has come, one transaction per incident with its row locked (a second
+beat, a retried task or a concurrent intake waits or skips it). A flush:
+
+1. stops if the route is muted now (mute/active time intervals);
+2. leaves out silenced and inhibited alerts;
+3. notifies when Alertmanager would (``needs_update``): first notification with firing
+   alerts, new firing alerts, all alerts resolved, new resolved alerts when the receiver
+   sends resolved ones, or ``repeat_interval`` passed since the last notification;
+4. records what it notified (fingerprints) and numbers the round, which is part of every
+   notification's idempotency key;
+5. drops resolved alerts from the group and resolves the incident when none fires; else
+   schedules the next flush ``group_interval`` later.
+
+Everything lives in the database, so a restart loses nothing and a second run of the
+same tick finds nothing due. Pass ``now`` to drive it with a controlled clock.
+"""
+
+import logging
+from collections import defaultdict
+
+from django.db import transaction
+from django.utils import timezone
+
+from alerts import matchers as m
+from alerts import metrics, notifications, states
+from alerts.models import Alert, Incident, IncidentAlert, IncidentEvent, label_value
+from alerts.routing_state import active_silences, current_tree, snapshot
+
+logger = logging.getLogger(__name__)
+
+A = Alert.Status
+BATCH = 500
+
+
+class FlushContext:
+    """What one tick decides with: the routing tree, the clock, the active silences and
+    (built on first use) the firing alerts that can inhibit others."""
+
+    def __init__(self, tree, now, *, silences=None):
+        self.tree, self.now = tree, now
+        self._silences = silences
+        self._sources = {}
+
+    @property
+    def silences(self):
+        if self._silences is None:
+            self._silences = active_silences(snapshot()[1], self.now)
+        return self._silences
+
+    def silenced_by(self, labels):
+        for pk, matchers in self.silences:
+            if m.matches_all(matchers, labels):
+                return pk
+        return None
+
+    def _index(self, number):
+        """Firing alerts matching rule ``number``'s source matchers, by their values of
+        its ``equal`` labels (a missing label counts as empty)."""
+        if number not in self._sources:
+            rule = self.tree.inhibit_rules[number]
+            alerts = Alert.objects.filter(status=A.FIRING)
+            for i, matcher in enumerate(rule.source):
+                if matcher.op == "=" and matcher.value:
+                    alias = f"_l{i}"
+                    alerts = alerts.alias(**{alias: label_value(matcher.name)}) \
+                        .filter(**{alias: matcher.value})
+            index = defaultdict(list)
+            for labels in alerts.values_list("labels", flat=True).iterator(chunk_size=2000):
+                if m.matches_all(rule.source, labels):
+                    index[tuple(labels.get(name, "") for name in rule.equal)].append(labels)
+            self._sources[number] = index
+        return self._sources[number]
+
+    def inhibited(self, labels):
+        """Alertmanager's Inhibitor.Mutes: a rule whose target matches ``labels`` and a
+        firing source alert with the same ``equal`` values. When ``labels`` also match
+        the rule's source, sources that match its target are not counted (an alert
+        never inhibits itself or its like)."""
+        for number, rule in enumerate(self.tree.inhibit_rules):
+            if not m.matches_all(rule.target, labels):
+                continue
+            both = m.matches_all(rule.source, labels)
+            key = tuple(labels.get(name, "") for name in rule.equal)
+            for source in self._index(number).get(key, ()):
+                if both and m.matches_all(rule.target, source):
+                    continue
+                return True
+        return False
+
+
+def needs_update(incident, firing, resolved, *, send_resolved, repeat_interval, now):
+    """Alertmanager's DedupStage.needsUpdate, against what the incident last notified."""
+    if incident.round == 0:
+        return bool(firing)
+    notified = set(incident.notified_firing)
+    if not firing <= notified:
+        return True
+    if not firing:
+        return bool(notified)
+    if send_resolved and not resolved <= set(incident.notified_resolved):
+        return True
+    return incident.last_notified_at is None or incident.last_notified_at <= now - repeat_interval
+
+
+def flush_incident(incident, ctx):
+    """Flush one incident; returns how many notifications were queued. Call inside
+    atomic with the incident locked (or just created by this transaction)."""
+    now, tree = ctx.now, ctx.tree
+    route = tree.route(incident.route_key) or tree.root
+    members = list(IncidentAlert.objects.filter(incident=incident, active=True)
+                   .select_related("alert", "alert__host").order_by("alert__starts_at", "alert_id"))
+    alerts = [member.alert for member in members]
+    queued = 0
+    muted = tree.muted_by_time(route, now)
+    visible = [a for a in alerts if ctx.silenced_by(a.labels) is None
+               and not ctx.inhibited(a.labels)] if not muted else []
+    # Nothing left to say (muted, or every alert silenced or inhibited): the pipeline
+    # stops there, as Alertmanager's does, and what was last notified stays as it was.
+    if visible:
+        firing = [a for a in visible if a.status == A.FIRING]
+        resolved = [a for a in visible if a.status == A.RESOLVED]
+        receiver, channels, send_resolved = tree.targets(route, incident.severity)
+        firing_set = {a.fingerprint for a in firing}
+        resolved_set = {a.fingerprint for a in resolved}
+        if needs_update(incident, firing_set, resolved_set, send_resolved=send_resolved,
+                        repeat_interval=route.repeat_interval, now=now):
+            incident.round += 1
+            incident.notified_firing = sorted(firing_set)
+            incident.notified_resolved = sorted(resolved_set)
+            incident.last_notified_at = now
+            told_resolved = resolved if send_resolved else []
+            if firing or told_resolved:
+                queued = notifications.send(incident, receiver=receiver, channels=channels,
+                                            firing=firing, resolved=told_resolved, now=now)
+                metrics.flushes.inc()
+            IncidentEvent.objects.create(
+                incident=incident, at=now, kind=IncidentEvent.Kind.NOTIFIED,
+                detail={"round": incident.round, "receiver": receiver,
+                        "channels": list(channels), "firing": len(firing),
+                        "resolved": len(told_resolved),
+                        "muted": len(alerts) - len(visible)})
+    done = [member.pk for member in members if member.alert.status == A.RESOLVED]
+    if done:
+        IncidentAlert.objects.filter(pk__in=done).update(active=False)
+    incident.last_flush_at = now
+    fields = ["round", "notified_firing", "notified_resolved", "last_notified_at",
+              "last_flush_at"]
+    if any(a.status == A.FIRING for a in alerts):
+        incident.next_flush_at = now + route.group_interval
+        incident.save(update_fields=[*fields, "next_flush_at"])
+    else:
+        incident.save(update_fields=fields)
+        states.transition(incident, Incident.Status.RESOLVED, now=now,
+                          detail={"reason": "all alerts resolved" if alerts else "no alerts"})
+    return queued
+
+
+def flush_due(now=None, *, limit=BATCH):
+    """Flush every open incident that is due at ``now`` (beat's tick); returns how many
+    were flushed. Each in its own transaction; a locked one is skipped (someone else is
+    flushing it)."""
+    now = now or timezone.now()
+    ids = list(Incident.objects.filter(status__in=Incident.OPEN, next_flush_at__lte=now)
+               .order_by("next_flush_at").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return 0
+    ctx = FlushContext(current_tree(), now)
+    done = 0
+    for pk in ids:
+        with transaction.atomic():
+            incident = (Incident.objects.select_for_update(skip_locked=True)
+                        .filter(pk=pk, status__in=Incident.OPEN, next_flush_at__lte=now).first())
+            if incident is None:
+                continue
+            flush_incident(incident, ctx)
+            done += 1
+    return done

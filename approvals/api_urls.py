@@ -1,0 +1,35 @@
+from django.urls import path
+
+from approvals import api
+
+urlpatterns = [
+    path("approvals/requests/", api.RequestList.as_view(), name="api-approval-requests"),
+    path("approvals/requests/<int:pk>/", api.RequestDetail.as_view(),
+         name="api-approval-request"),
+    path("approvals/requests/<int:pk>/decisions/", api.DecisionCreate.as_view(),
+         name="api-approval-decide"),
+    path("approvals/requests/<int:pk>/withdraw/", api.RequestAction.as_view(action="withdraw"),
+         name="api-approval-withdraw"),
+    path("approvals/requests/<int:pk>/resubmit/", api.RequestAction.as_view(action="resubmit"),
+         name="api-approval-resubmit"),
+    path("approvals/requests/<int:pk>/emergency/",
+         api.RequestAction.as_view(action="emergency"), name="api-approval-emergency"),
+    path("approvals/reviews/", api.ReviewList.as_view(), name="api-approval-reviews"),
+    path("approvals/reviews/<int:pk>/", api.ReviewCreate.as_view(), name="api-approval-review"),
+    path("approvals/policies/", api.PolicyList.as_view(), name="api-approval-policies"),
+    path("approvals/policies/export/", api.PolicyExport.as_view(),
+         name="api-approval-policies-export"),
+    path("approvals/policies/import/", api.PolicyImport.as_view(),
+         name="api-approval-policies-import"),
+    path("approvals/policies/<str:name>/", api.PolicyDetail.as_view(),
+         name="api-approval-policy"),
+    path("approvals/freeze-windows/", api.FreezeWindowList.as_view(),
+         name="api-freeze-windows"),
+    path("approvals/freeze-windows/<int:pk>/", api.FreezeWindowDetail.as_view(),
+         name="api-freeze-window"),
+    path("approvals/maintenance-windows/", api.MaintenanceWindowList.as_view(),
+         name="api-maintenance-windows"),
+    path("approvals/maintenance-windows/<int:pk>/", api.MaintenanceWindowDetail.as_view(),
+         name="api-maintenance-window"),
+    path("approvals/calendar/", api.Calendar.as_view(), name="api-approval-calendar"),
+]

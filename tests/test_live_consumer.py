@@ -1,0 +1,155 @@
+"""ws/runs/<id>/: the stored backlog, then live, through the real Redis channel layer and
+a real worker; reconnecting in the middle loses and repeats nothing."""
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from live_support import (  # noqa: F401 - lab_inventory_fixture provides lab_inventory
+    assert_numbered,
+    event_lines,
+    lab_inventory_fixture,
+    make_change,
+    stored_lines,
+    wait_for,
+)
+from test_live_output import bare_run
+
+from changes import live, services
+from changes.models import OutputChunk, Run
+from opsplane.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+SECRET = "s3cr3t-Value"
+
+SLOW = """
+parameters:
+  - name: token
+    type: string
+    secret: true
+steps:
+  - name: count
+    kind: shell
+    command: |
+      echo "token {{ token }}"
+      i=1
+      while [ $i -le 60 ]; do echo "$OPSPLANE_LAB_HOST $i"; i=$((i+1)); sleep 0.03; done
+"""
+
+
+@database_sync_to_async
+def _cookie(user):
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _socket(run_id, user=None, after=0):
+    headers = [ORIGIN]
+    if user is not None:
+        headers.append((b"cookie", await _cookie(user)))
+    return WebsocketCommunicator(application, f"/ws/runs/{run_id}/?after={after}",
+                                 headers=headers)
+
+
+async def _collect(communicator, *, min_lines=None, timeout=30, fresh=True):
+    """Frames until ``end`` (or until ``min_lines`` lines came, backlog and live):
+    (lines, frame types)."""
+    lines, kinds = [], []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.1, deadline - time.monotonic())
+        message = await communicator.receive_json_from(timeout=left)
+        kinds.append(message["type"])
+        if message["type"] == "events":
+            lines.extend(event_lines(message["events"]))
+        if message["type"] == "end" or (
+                min_lines and len(lines) >= min_lines and (not fresh or "caught_up" in kinds)):
+            return lines, kinds
+
+
+async def test_anonymous_outsiders_and_unknown_runs_are_refused(make_user, operator):
+    run = await database_sync_to_async(bare_run)(operator, ["a"])
+    communicator = await _socket(run.pk)
+    assert await communicator.connect() == (False, 4401)
+    outsider = await database_sync_to_async(make_user)(None)
+    communicator = await _socket(run.pk, outsider)
+    assert await communicator.connect() == (False, 4403)
+    communicator = await _socket(run.pk + 1000, operator)
+    assert await communicator.connect() == (False, 4403)
+    oncall = await database_sync_to_async(make_user)("oncall")
+    communicator = await _socket(run.pk, oncall)
+    assert (await communicator.connect())[0]
+    await communicator.disconnect()
+
+
+async def test_backlog_then_live_with_a_reconnect_in_the_middle_and_two_viewers(
+        celery_worker, lab_inventory, operator, approver):
+    change = await database_sync_to_async(make_change)(
+        operator, SLOW, "role=web", params={"token": SECRET}, approvers=[approver],
+        parallelism=6)
+    run = await database_sync_to_async(services.start_run)(change, by=operator)
+    steady = await _socket(run.pk, operator)
+    assert (await steady.connect())[0]
+    steady_task = asyncio.ensure_future(_collect(steady, timeout=60))
+    # Another viewer comes once the run is under way, leaves, and comes back.
+    while not await database_sync_to_async(OutputChunk.objects.filter(run=run).count)() > 5:
+        await asyncio.sleep(0.05)
+    first = await _socket(run.pk, operator)
+    assert (await first.connect())[0]
+    before, kinds = await _collect(first, min_lines=40)
+    assert kinds[0] == "hello" and "caught_up" in kinds
+    await first.disconnect()
+    again = await _socket(run.pk, operator, after=before[-1][0])
+    assert (await again.connect())[0]
+    after, kinds = await _collect(again, timeout=60)
+    await again.disconnect()
+    together = before + after
+    assert_numbered(together)
+    steady_lines, steady_kinds = await steady_task
+    await steady.disconnect()
+    assert steady_kinds[-1] == "end"
+    stored = await database_sync_to_async(stored_lines)(run.pk)
+    assert together == stored == steady_lines
+    texts = [line[3] for line in stored]
+    assert "token ********" in texts and not any(SECRET in text for text in texts)
+    assert sum(1 for line in stored if line[2] == "stdout") == 6 * 61
+    lag = [s.value for m in live.viewer_lag.collect() for s in m.samples
+           if s.name.endswith("_count")]
+    assert sum(lag) > 0  # live batches were timed from the worker's read to the viewer
+    run = await database_sync_to_async(wait_for)(run)  # "end" comes just before the status
+    assert run.status == Run.Status.SUCCEEDED
+
+
+async def test_a_missing_live_batch_is_read_from_the_database(operator):
+    run = await database_sync_to_async(bare_run)(operator, ["a"])
+    communicator = await _socket(run.pk, operator)
+    assert (await communicator.connect())[0]
+    assert [await communicator.receive_json_from() for _ in range(2)][1] == {
+        "type": "caught_up", "seq": 0}
+
+    @database_sync_to_async
+    def write(seq, count):
+        events = [(seq + i, "a", 0, "stdout", f"line {seq + i}\n", time.time())
+                  for i in range(count)]
+        OutputChunk.objects.bulk_create([
+            OutputChunk(run=run, seq=s, seq_end=s, host_name=h, step=st, stream=sm, text=t,
+                        at=at) for s, h, st, sm, t, at in events])
+        return events
+
+    events = await write(1, 10)
+    await live.apublish_events(run.pk, events[5:])  # 1..5 were "lost" on the way
+    lines, _ = await _collect(communicator, min_lines=10, fresh=False)
+    assert [line[0] for line in lines] == list(range(1, 11))
+    await live.apublish_events(run.pk, events)  # a repeat: nothing new
+    assert await communicator.receive_nothing(timeout=0.3)
+    await write(11, 2)  # written, never published
+    await live.apublish_end(run.pk, 12)
+    lines, kinds = await _collect(communicator)
+    assert [line[0] for line in lines] == [11, 12] and kinds[-1] == "end"
+    await communicator.disconnect()
