@@ -70,7 +70,7 @@ class Integration(models.Model):
     enabled = models.BooleanField(_("enabled"), default=True)
     token_prefix = models.CharField(max_length=16, editable=False)
     token_digest = models.CharField(max_length=64, unique=True, editable=False)
-    # Fernet token of {"secret": ...} (cmdb.crypto); empty: no signature required.
+    # Fernet token of {"secret": ...} (opsplane.secrets); empty: no signature required.
     hmac_secret = models.TextField(blank=True, editable=False)
     hmac_timestamp_header = models.CharField(
         _("signature timestamp header"), max_length=100, blank=True,

@@ -478,3 +478,14 @@ def incident_alerts(incident):
 
 def recent_incident_events(incident):
     return IncidentEvent.objects.filter(incident=incident).select_related("actor")
+
+
+def rotate_secrets():
+    """Re-encrypt every integration's HMAC secret with the newest key (for
+    ``manage.py rotate_credentials``); returns how many."""
+    with transaction.atomic():
+        integrations = list(Integration.objects.select_for_update().exclude(hmac_secret=""))
+        for integration in integrations:
+            integration.hmac_secret = opsecrets.rotate(integration.hmac_secret)
+        Integration.objects.bulk_update(integrations, ["hmac_secret"], batch_size=200)
+    return len(integrations)

@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from changes import engine, live, metrics, services, tasks
 from changes.models import HostResult, OutputChunk, Run
-from cmdb import crypto
 from cmdb import services as cmdb_services
+from opsplane import secrets as vault
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def build_inputs(run):
             continue
         try:
             spec = cmdb_services.connection_spec(host)
-        except crypto.SecretUnreadable as exc:
+        except vault.SecretUnreadable as exc:
             targets.append(engine.Target(name=host.name, spec=None, labels=host.labels,
                                          facts=host.facts, error=str(exc),
                                          error_reason="credential"))

@@ -19,8 +19,9 @@ from django.utils.translation import gettext as _
 from approvals import services as approvals
 from changes import runbooks, states
 from changes.models import Change, HostResult, Run, RunbookVersion
-from cmdb import crypto, selectors
+from cmdb import selectors
 from opsplane import audit
+from opsplane import secrets as vault
 from opsplane.errors import DomainError
 from opsplane.roles import Role, has_role
 
@@ -134,7 +135,7 @@ def compose_change(*, title, runbook, params, selector, strategy=None, descripti
         change.title, change.description = title.strip(), description
         change.runbook_version = version
         change.params = plain
-        change.secret_params = crypto.encrypt(secret) if secret else ""
+        change.secret_params = vault.encrypt(secret) if secret else ""
         change.selector, change.strategy = selector, clean_strategy
         change.scheduled_at = scheduled_at
         change.target_names = sorted(h.name for h in hosts)
@@ -159,7 +160,7 @@ def queue_for(hosts):
 
 
 def secret_values(change):
-    return crypto.decrypt(change.secret_params) if change.secret_params else {}
+    return vault.decrypt(change.secret_params) if change.secret_params else {}
 
 
 # --- approvals: what is approved is exactly what runs ----------------------------------------

@@ -66,7 +66,7 @@ class Environment(models.Model):
 class Credential(models.Model):
     """An SSH private key (with optional passphrase) or a password, encrypted at rest.
 
-    ``secret`` holds a Fernet token (``cmdb/crypto.py``); the plaintext never leaves
+    ``secret`` holds a Fernet token (``opsplane/secrets.py``); the plaintext never leaves
     ``cmdb.services`` except into an SSH connection. ``public_key``/``fingerprint`` are
     derived from a key so people can tell keys apart without seeing them.
     """

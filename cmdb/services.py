@@ -13,9 +13,9 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from cmdb import crypto
 from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
 from opsplane import audit, ssh
+from opsplane import secrets as vault
 from opsplane.errors import DomainError
 from opsplane.roles import Role, has_role
 
@@ -294,7 +294,7 @@ def save_credential(credential, data, *, private_key=None, passphrase=None, pass
                 raise ValidationError({"password": _("Enter the password.")})
             credential.public_key = credential.fingerprint = ""
             material = {"password": password}
-        credential.secret = crypto.encrypt(material)
+        credential.secret = vault.encrypt(material)
     credential.full_clean(exclude=["secret"])
     with transaction.atomic():
         credential.save()
@@ -348,7 +348,7 @@ def rotate_credentials():
     with transaction.atomic():
         credentials = list(Credential.objects.select_for_update().order_by("pk"))
         for credential in credentials:
-            credential.secret = crypto.rotate(credential.secret)
+            credential.secret = vault.rotate(credential.secret)
         Credential.objects.bulk_update(credentials, ["secret"], batch_size=200)
         audit.record_many("credential.rotate", credentials, source="rotate_credentials")
     return len(credentials)
@@ -363,7 +363,7 @@ def connection_spec(host, *, connect_timeout=10):
     keys = [k.key for k in host.host_keys.all()]
     client_keys, passphrase, password = (), None, None
     if host.credential_id:
-        material = crypto.decrypt(host.credential.secret)
+        material = vault.decrypt(host.credential.secret)
         if host.credential.kind == Credential.Kind.SSH_KEY:
             client_keys = [asyncssh.import_private_key(material["private_key"].strip() + "\n",
                                                        material.get("passphrase"))]
@@ -484,7 +484,7 @@ def gather_facts(hosts, *, by=None, concurrency=50, timeout=60):
     for host in hosts:
         try:
             specs.append(connection_spec(host, connect_timeout=min(timeout, 15)))
-        except crypto.SecretUnreadable as exc:
+        except vault.SecretUnreadable as exc:
             outcomes[host.name] = facts_module.Outcome(host.name, reason="credential",
                                                        detail=str(exc))
     for outcome in asyncio.run(facts_module.gather(specs, concurrency=concurrency,

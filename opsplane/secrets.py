@@ -1,9 +1,10 @@
-"""Secrets at rest for the project package: Fernet tokens (AES-128-CBC + HMAC-SHA256).
+"""Secrets at rest, for every app: Fernet tokens (AES-128-CBC + HMAC-SHA256).
 
-The same semantics as ``cmdb/crypto.py`` (which the project package may not import):
-``settings.OPSPLANE_FERNET_KEYS`` lists keys newest first; the first encrypts, all
-decrypt. ``rotate()`` re-encrypts with the newest key. A value is a JSON-able dict of
-secret fields, so one token holds everything secret about one object.
+SSH credentials, secret change parameters, notification channel secrets and alert
+integration secrets all go through here. ``settings.OPSPLANE_FERNET_KEYS`` lists keys
+newest first; the first encrypts, all decrypt. ``rotate()`` re-encrypts with the newest
+key (``manage.py rotate_credentials`` does it for every stored secret). A value is a
+JSON-able dict of secret fields, so one token holds everything secret about one object.
 """
 
 import json

@@ -17,7 +17,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("OPSPLANE_VAR_DIR") or BASE_DIR / "var").resolve()
 
 SECRET_KEY = env.secret_key(key_file=VAR_DIR / "secret_key")
-# Encrypts credentials at rest (cmdb/crypto.py); newest key first.
+# Encrypts secrets at rest (opsplane/secrets.py); newest key first.
 OPSPLANE_FERNET_KEYS = env.fernet_keys(key_file=VAR_DIR / "fernet_key")
 DEBUG = env.env_bool("DEBUG", False)
 ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])

@@ -5,8 +5,9 @@ import asyncssh
 import pytest
 from django.urls import reverse
 
-from cmdb import api_urls, crypto
+from cmdb import api_urls
 from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
+from opsplane import secrets as vault
 from opsplane import ssh
 from opsplane.models import AuditEvent
 
@@ -43,7 +44,7 @@ def world(db):
     Group.objects.create(name="g1")
     Service.objects.create(name="s1")
     Credential.objects.create(name="c1", kind="password",
-                              secret=crypto.encrypt({"password": PASSWORD}))
+                              secret=vault.encrypt({"password": PASSWORD}))
 
 
 EDIT, ADMIN = {"operator", "admin"}, {"admin"}
@@ -126,7 +127,7 @@ def make_hosts(count, *, prefix="web"):
     edge, _ = Group.objects.get_or_create(name="edge")
     api, _ = Service.objects.get_or_create(name="api")
     credential, _ = Credential.objects.get_or_create(
-        name="deploy", kind="password", defaults={"secret": crypto.encrypt({"password": "x"})})
+        name="deploy", kind="password", defaults={"secret": vault.encrypt({"password": "x"})})
     hosts = Host.objects.bulk_create([
         Host(name=f"{prefix}-{i:02d}", address=f"10.0.0.{i}", credential=credential,
              environment=prod if i % 2 else dev,
@@ -373,7 +374,7 @@ def test_credentials_never_come_back_out(client, admin_user):
         content_type="application/json")
     assert response.status_code == 200
     assert_no_secret(response, *secrets, PASSWORD + "2")
-    assert crypto.decrypt(Credential.objects.get(name="db").secret) == {
+    assert vault.decrypt(Credential.objects.get(name="db").secret) == {
         "password": PASSWORD + "2"}
 
 

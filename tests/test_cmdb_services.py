@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
 
-from cmdb import crypto, selectors, services
+from cmdb import selectors, services
 from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
+from opsplane import secrets as vault
 from opsplane import ssh
 from opsplane.models import AuditEvent
 
@@ -48,24 +49,24 @@ def key_lines(text):
 
 
 def test_encrypt_round_trip_never_stores_the_plaintext():
-    token = crypto.encrypt({"password": PASSWORD})
+    token = vault.encrypt({"password": PASSWORD})
     assert PASSWORD not in token
-    assert crypto.decrypt(token) == {"password": PASSWORD}
+    assert vault.decrypt(token) == {"password": PASSWORD}
 
 
 def test_rotation_with_two_keys_then_the_old_one_removed(settings):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.OPSPLANE_FERNET_KEYS = [old]
-    token = crypto.encrypt({"password": PASSWORD})
+    token = vault.encrypt({"password": PASSWORD})
 
     settings.OPSPLANE_FERNET_KEYS = [new, old]
-    assert crypto.decrypt(token) == {"password": PASSWORD}  # old tokens still open
-    rotated = crypto.rotate(token)
+    assert vault.decrypt(token) == {"password": PASSWORD}  # old tokens still open
+    rotated = vault.rotate(token)
 
     settings.OPSPLANE_FERNET_KEYS = [new]
-    assert crypto.decrypt(rotated) == {"password": PASSWORD}
-    with pytest.raises(crypto.SecretUnreadable, match="no key in OPSPLANE_FERNET_KEYS"):
-        crypto.decrypt(token)
+    assert vault.decrypt(rotated) == {"password": PASSWORD}
+    with pytest.raises(vault.SecretUnreadable, match="no key in OPSPLANE_FERNET_KEYS"):
+        vault.decrypt(token)
 
 
 def test_rotate_credentials_re_encrypts_every_credential(settings, admin_user, rsa_key,
@@ -83,8 +84,8 @@ def test_rotate_credentials_re_encrypts_every_credential(settings, admin_user, r
     assert "re-encrypted 2 credentials" in capsys.readouterr().out
 
     settings.OPSPLANE_FERNET_KEYS = [new]
-    assert crypto.decrypt(Credential.objects.get(name="pw").secret) == {"password": PASSWORD}
-    material = crypto.decrypt(Credential.objects.get(name="key").secret)
+    assert vault.decrypt(Credential.objects.get(name="pw").secret) == {"password": PASSWORD}
+    material = vault.decrypt(Credential.objects.get(name="key").secret)
     assert material["private_key"] == key_text
     assert AuditEvent.objects.filter(action="credential.rotate").count() == 2
 
@@ -97,7 +98,7 @@ def test_a_removed_key_makes_the_credential_unreadable_not_a_crash(settings, adm
                                           password=PASSWORD, by=admin_user)
     host = a_host(env, credential=credential)
     settings.OPSPLANE_FERNET_KEYS = [Fernet.generate_key().decode()]
-    with pytest.raises(crypto.SecretUnreadable) as caught:
+    with pytest.raises(vault.SecretUnreadable) as caught:
         services.connection_spec(host)
     assert "OPSPLANE_FERNET_KEYS" in str(caught.value)
     assert "rotate_credentials" in str(caught.value)
@@ -115,7 +116,7 @@ def test_ssh_key_credential_is_encrypted_and_described(admin_user, rsa_key):
     credential.refresh_from_db()
     assert PASSPHRASE not in credential.secret
     assert not any(line in credential.secret for line in key_lines(text))
-    assert crypto.decrypt(credential.secret) == {"private_key": text, "passphrase": PASSPHRASE}
+    assert vault.decrypt(credential.secret) == {"private_key": text, "passphrase": PASSPHRASE}
     assert credential.public_key == ssh.public_key_line(rsa_key)
     assert credential.fingerprint == rsa_key.get_fingerprint("sha256")
     assert PASSPHRASE not in repr(credential) and PASSPHRASE not in str(credential)
@@ -126,7 +127,7 @@ def test_password_credential_round_trip(admin_user):
                                           password=PASSWORD, by=admin_user)
     credential.refresh_from_db()
     assert PASSWORD not in credential.secret
-    assert crypto.decrypt(credential.secret) == {"password": PASSWORD}
+    assert vault.decrypt(credential.secret) == {"password": PASSWORD}
     assert credential.public_key == credential.fingerprint == ""
 
 
@@ -217,7 +218,7 @@ def test_only_admins_manage_credentials(make_user, role):
         services.save_credential(Credential(), {"name": "pw", "kind": "password"},
                                  password=PASSWORD, by=make_user(role))
     credential = Credential.objects.create(name="x", kind="password",
-                                           secret=crypto.encrypt({"password": PASSWORD}))
+                                           secret=vault.encrypt({"password": PASSWORD}))
     with pytest.raises(PermissionDenied):
         services.delete_credential(credential, by=make_user(role))
     assert Credential.objects.filter(pk=credential.pk).exists()
