@@ -16,13 +16,15 @@ Each viewer checks the seq numbers (zero missing, zero duplicated) and measures 
 line's latency from the worker reading it (events carry that time) to the viewer
 receiving it. Then the stored output is read back and checked, and its compaction timed.
 
-`--rate N` paces the hosts to about N lines/s in all (bursts every 2 s; 0: as fast as
-they print). Uses DATABASE_URL / REDIS_URL when set (point DATABASE_URL at a scratch
-database: the bench migrates it and adds a change to it), else a temporary SQLite file
-and the embedded Redis. Reference figures (reference/performance.md, same kind of
-machine): bare asyncssh reads 1,000,000 lines from 200 hosts in ~2.65 s (~377,000
-lines/s); AWX documents ~1,100 job events/s on 4 CPUs. Targets (issue 5): >= 20,000
-lines/s persisted and streamed, zero missing or repeated, viewer p99 <= 250 ms.
+`--rate N` paces the hosts to about N lines/s in all (a burst a second each, spread over
+the second; 0: as fast as they print). With DATABASE_URL set (PostgreSQL) the bench makes
+a database of its own beside the named one (`<name>_live_bench`, dropped at the end); with
+REDIS_URL set it uses that Redis; else a temporary SQLite file and the embedded Redis.
+
+Reference figures (reference/performance.md, same kind of machine): bare asyncssh reads
+1,000,000 lines from 200 hosts in ~2.65 s (~377,000 lines/s); AWX documents ~1,100 job
+events/s on 4 CPUs. Targets (issue 5): >= 20,000 lines/s persisted and streamed, zero
+missing or repeated, viewer p99 <= 250 ms; the worker's memory bounded (peak RSS shown).
 """
 
 import argparse
@@ -160,6 +162,26 @@ def wait_http(url, timeout=60):
     raise SystemExit(f"{url} does not answer")
 
 
+def scratch_database(url):
+    """A fresh PostgreSQL database beside the one ``url`` names: (its URL, a dropper)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") + "_live_bench"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+
+    def run(sql):
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql)
+
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    run(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}")), lambda: run(
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=200)
@@ -181,6 +203,9 @@ def main():
     os.environ["DJANGO_SETTINGS_MODULE"] = "opsplane.settings"
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp / "metrics"))
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    drop_database = None
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        os.environ["DATABASE_URL"], drop_database = scratch_database(os.environ["DATABASE_URL"])
     redis_server = None
     if not os.environ.get("REDIS_URL"):
         from opsplane.embedded_redis import EmbeddedRedis
@@ -333,6 +358,11 @@ def main():
           f"live, {compact_read:.1f} s compacted ({compact_lines:,} lines)")
     print("targets: >= 20,000 lines/s persisted and streamed; 0 missing, 0 duplicated; "
           "viewer p99 <= 250 ms")
+    if drop_database:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database()
 
 
 if __name__ == "__main__":

@@ -99,8 +99,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # A consumer waits on Redis with a blocking pop of up to 5 s (channels_redis'
         # brpop_timeout); redis-py 8's default socket timeout is also 5 s, which turned
-        # every consumer that heard nothing for 5 s into a TimeoutError. Allow for it.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+        # every consumer that heard nothing for 5 s into a TimeoutError. A little more
+        # than the pop, and no more: it also bounds how long a cancelled pop lingers.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 6}],
                    "prefix": "opsplane:ws", "capacity": 1000, "expiry": 30},
     },
 }

@@ -153,3 +153,26 @@ async def test_a_missing_live_batch_is_read_from_the_database(operator):
     lines, kinds = await _collect(communicator)
     assert [line[0] for line in lines] == [11, 12] and kinds[-1] == "end"
     await communicator.disconnect()
+
+
+async def test_a_quiet_run_keeps_its_viewers(operator):
+    """Nothing printed for longer than the channel layer's blocking pop (5 s): the viewer
+    gets ticks, stays connected, and the next line still arrives."""
+    run = await database_sync_to_async(bare_run)(operator, ["a"])
+    communicator = await _socket(run.pk, operator)
+    assert (await communicator.connect())[0]
+    assert [await communicator.receive_json_from() for _ in range(2)][1]["type"] == "caught_up"
+    tick = await communicator.receive_json_from(timeout=8)
+    assert tick["type"] == "tick" and tick["seq"] == 0
+    await asyncio.sleep(1.5)  # 6.5 s without a message in the group
+
+    @database_sync_to_async
+    def write():
+        OutputChunk.objects.create(run=run, seq=1, seq_end=1, host_name="a", step=0,
+                                   stream="stdout", text="awake\n", at=time.time())
+
+    await write()
+    await live.apublish_events(run.pk, [(1, "a", 0, "stdout", "awake\n", time.time())])
+    lines, _ = await _collect(communicator, min_lines=1, fresh=False)
+    assert lines == [(1, "a", "stdout", "awake")]
+    await communicator.disconnect()
