@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "axes",
     "opsplane",
     "cmdb",
+    "oncall",
     "changes",
     "approvals",
     "alerts",
