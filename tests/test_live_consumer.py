@@ -6,8 +6,6 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.test import Client
 from live_support import (  # noqa: F401 - lab_inventory_fixture provides lab_inventory
     assert_numbered,
     event_lines,
@@ -20,11 +18,9 @@ from test_live_output import bare_run
 
 from changes import live, services
 from changes.models import OutputChunk, Run
-from opsplane.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ORIGIN = (b"origin", b"http://127.0.0.1")
 SECRET = "s3cr3t-Value"
 
 SLOW = """
@@ -42,19 +38,8 @@ steps:
 """
 
 
-@database_sync_to_async
-def _cookie(user):
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-async def _socket(run_id, user=None, after=0):
-    headers = [ORIGIN]
-    if user is not None:
-        headers.append((b"cookie", await _cookie(user)))
-    return WebsocketCommunicator(application, f"/ws/runs/{run_id}/?after={after}",
-                                 headers=headers)
+def _path(run_id, after=0):
+    return f"/ws/runs/{run_id}/?after={after}"
 
 
 async def _collect(communicator, *, min_lines=None, timeout=30, fresh=True):
@@ -73,39 +58,39 @@ async def _collect(communicator, *, min_lines=None, timeout=30, fresh=True):
             return lines, kinds
 
 
-async def test_anonymous_outsiders_and_unknown_runs_are_refused(make_user, operator):
+async def test_anonymous_outsiders_and_unknown_runs_are_refused(make_user, operator, websockets):
     run = await database_sync_to_async(bare_run)(operator, ["a"])
-    communicator = await _socket(run.pk)
+    communicator = await websockets(_path(run.pk))
     assert await communicator.connect() == (False, 4401)
     outsider = await database_sync_to_async(make_user)(None)
-    communicator = await _socket(run.pk, outsider)
+    communicator = await websockets(_path(run.pk), outsider)
     assert await communicator.connect() == (False, 4403)
-    communicator = await _socket(run.pk + 1000, operator)
+    communicator = await websockets(_path(run.pk + 1000), operator)
     assert await communicator.connect() == (False, 4403)
     oncall = await database_sync_to_async(make_user)("oncall")
-    communicator = await _socket(run.pk, oncall)
+    communicator = await websockets(_path(run.pk), oncall)
     assert (await communicator.connect())[0]
     await communicator.disconnect()
 
 
 async def test_backlog_then_live_with_a_reconnect_in_the_middle_and_two_viewers(
-        celery_worker, lab_inventory, operator, approver):
+        celery_worker, lab_inventory, operator, approver, websockets):
     change = await database_sync_to_async(make_change)(
         operator, SLOW, "role=web", params={"token": SECRET}, approvers=[approver],
         parallelism=6)
     run = await database_sync_to_async(services.start_run)(change, by=operator)
-    steady = await _socket(run.pk, operator)
+    steady = await websockets(_path(run.pk), operator)
     assert (await steady.connect())[0]
     steady_task = asyncio.ensure_future(_collect(steady, timeout=60))
     # Another viewer comes once the run is under way, leaves, and comes back.
     while not await database_sync_to_async(OutputChunk.objects.filter(run=run).count)() > 5:
         await asyncio.sleep(0.05)
-    first = await _socket(run.pk, operator)
+    first = await websockets(_path(run.pk), operator)
     assert (await first.connect())[0]
     before, kinds = await _collect(first, min_lines=40)
     assert kinds[0] == "hello" and "caught_up" in kinds
     await first.disconnect()
-    again = await _socket(run.pk, operator, after=before[-1][0])
+    again = await websockets(_path(run.pk, after=before[-1][0]), operator)
     assert (await again.connect())[0]
     after, kinds = await _collect(again, timeout=60)
     await again.disconnect()
@@ -126,9 +111,9 @@ async def test_backlog_then_live_with_a_reconnect_in_the_middle_and_two_viewers(
     assert run.status == Run.Status.SUCCEEDED
 
 
-async def test_a_missing_live_batch_is_read_from_the_database(operator):
+async def test_a_missing_live_batch_is_read_from_the_database(operator, websockets):
     run = await database_sync_to_async(bare_run)(operator, ["a"])
-    communicator = await _socket(run.pk, operator)
+    communicator = await websockets(_path(run.pk), operator)
     assert (await communicator.connect())[0]
     assert [await communicator.receive_json_from() for _ in range(2)][1] == {
         "type": "caught_up", "seq": 0}
@@ -155,11 +140,11 @@ async def test_a_missing_live_batch_is_read_from_the_database(operator):
     await communicator.disconnect()
 
 
-async def test_a_quiet_run_keeps_its_viewers(operator):
+async def test_a_quiet_run_keeps_its_viewers(operator, websockets):
     """Nothing printed for longer than the channel layer's blocking pop (5 s): the viewer
     gets ticks, stays connected, and the next line still arrives."""
     run = await database_sync_to_async(bare_run)(operator, ["a"])
-    communicator = await _socket(run.pk, operator)
+    communicator = await websockets(_path(run.pk), operator)
     assert (await communicator.connect())[0]
     assert [await communicator.receive_json_from() for _ in range(2)][1]["type"] == "caught_up"
     tick = await communicator.receive_json_from(timeout=8)

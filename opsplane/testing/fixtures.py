@@ -107,6 +107,58 @@ def unused_tcp_port():
         return sock.getsockname()[1]
 
 
+# --- websockets ---------------------------------------------------------------------------
+
+@pytest.fixture
+async def websockets():
+    """Open websocket communicators on the project's ASGI application:
+    ``await websockets(path, user=None, origin=b"http://127.0.0.1", headers=())``.
+
+    Every communicator opened is disconnected at teardown, refused ones and those of a
+    failed test included: a consumer left running keeps a blocking channel-layer read
+    that the event loop's teardown then waits on."""
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.test import Client
+
+    from opsplane.asgi import application
+
+    @database_sync_to_async
+    def cookie(user):
+        client = Client()
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    opened = []
+
+    async def open_(path, user=None, *, origin=b"http://127.0.0.1", headers=()):
+        sent = [(b"origin", origin), *headers]
+        if user is not None:
+            sent.append((b"cookie", await cookie(user)))
+        communicator = WebsocketCommunicator(application, path, headers=sent)
+        opened.append(communicator)
+        return communicator
+
+    yield open_
+    for communicator in opened:
+        await _close(communicator)
+
+
+async def _close(communicator):
+    import asyncio
+    import contextlib
+
+    future = communicator._future  # the property would start an application
+    if future is None or future.done():
+        return
+    # The test's own failure is what matters, not how its consumer ended.
+    with contextlib.suppress(Exception):
+        await communicator.disconnect(timeout=5)
+    if not future.done():
+        future.cancel()
+        await asyncio.gather(future, return_exceptions=True)
+
+
 # --- a real browser ------------------------------------------------------------------------
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
