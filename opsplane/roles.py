@@ -82,6 +82,7 @@ NAVIGATION = [
     ("changes:index", _("Changes"), (Role.OPERATOR, Role.APPROVER, Role.ONCALL)),
     ("approvals:index", _("Approvals"), (Role.APPROVER, Role.OPERATOR)),
     ("alerts:index", _("Alerts"), (Role.ONCALL, Role.OPERATOR)),
+    ("oncall:index", _("On call"), (Role.ONCALL, Role.OPERATOR)),
 ]
 ADMIN_NAVIGATION = [
     ("notify:channels", _("Notifications")),

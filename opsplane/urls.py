@@ -34,6 +34,7 @@ urlpatterns = [
     path("changes/", include("changes.urls")),
     path("approvals/", include("approvals.urls")),
     path("alerts/", include("alerts.urls")),
+    path("oncall/", include("oncall.urls")),
     path("notifications/", include("opsplane.notify.urls")),
     path("api/v1/", include(api_patterns)),
     path("api/v1/", include("cmdb.api_urls")),
@@ -42,6 +43,7 @@ urlpatterns = [
     # tokens: under /api/, so LoginRequiredMiddleware lets monitoring systems through.
     path("api/v1/", include("alerts.api_urls")),
     path("api/v1/", include("approvals.api_urls")),
+    path("api/v1/", include("oncall.api_urls")),
     path("api/v1/notify/", include("opsplane.notify.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script as a file, as our Content-Security-Policy wants.

@@ -15,7 +15,7 @@ def test_operator_logs_in_and_switches_to_chinese(page, operator, screenshots):
     expect(page).to_have_url("/login/?next=/inventory/")
     login(page, operator)
     nav = page.locator("nav.mainnav a")
-    expect(nav).to_have_text(["Inventory", "Changes", "Approvals", "Alerts"])
+    expect(nav).to_have_text(["Inventory", "Changes", "Approvals", "Alerts", "On call"])
     page.screenshot(path=screenshots / "home.png")
     page.select_option("#language", "zh-hans")  # submits by itself (app.js)
     expect(page.locator("nav.mainnav a").first).to_have_text("资产")

@@ -68,10 +68,11 @@ def _nav(client, user):
 
 
 @pytest.mark.parametrize(("role", "expected"), [
-    ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/"]),
+    ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/oncall/"]),
     ("approver", ["/inventory/", "/changes/", "/approvals/"]),
-    ("oncall", ["/inventory/", "/changes/", "/alerts/"]),
-    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/notifications/channels/",
+    ("oncall", ["/inventory/", "/changes/", "/alerts/", "/oncall/"]),
+    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/oncall/",
+               "/notifications/channels/",
                "/system/", "/admin/"]),
     (None, []),
 ])
