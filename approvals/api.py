@@ -259,12 +259,16 @@ class PolicySerializer(serializers.ModelSerializer):
     requirements = RequirementSerializer(many=True)
     min_risk = serializers.CharField(required=False, allow_blank=True, default="", help_text=(
         "low, medium, high or critical: the subject's risk at least this; empty: any"))
+    channels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list,
+        help_text="Names of notification channels told when a request needs approvers "
+                  "and about each decision.")
 
     class Meta:
         model = ApprovalPolicy
         fields = ["id", "name", "description", "enabled", "environments", "selector",
                   "runbooks", "min_risk", "requirements", "allow_author", "validity_hours",
-                  "rejection_ends", "created_at", "updated_at"]
+                  "rejection_ends", "channels", "created_at", "updated_at"]
         validators = []
         extra_kwargs = {"name": {"validators": []}}
 

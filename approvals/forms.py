@@ -57,6 +57,10 @@ class PolicyForm(forms.Form):
                                         max_value=24 * 365, initial=72)
     rejection_ends = forms.BooleanField(label=_("One rejection ends the request"),
                                         required=False, initial=True)
+    channels = forms.CharField(
+        label=_("Notify channels"), required=False,
+        help_text=_("Comma-separated names of notification channels that hear when a "
+                    "request needs approvers and about each decision."))
 
     @classmethod
     def for_policy(cls, policy, data=None):
@@ -71,6 +75,7 @@ class PolicyForm(forms.Form):
                                           for r in policy.requirements),
                 "allow_author": policy.allow_author, "validity_hours": policy.validity_hours,
                 "rejection_ends": policy.rejection_ends,
+                "channels": ", ".join(policy.channels),
             }
         return cls(data, initial=initial)
 
@@ -89,6 +94,7 @@ class PolicyForm(forms.Form):
         data = dict(self.cleaned_data)
         data["environments"] = _split(data["environments"])
         data["runbooks"] = _split(data["runbooks"])
+        data["channels"] = _split(data["channels"])
         return data
 
 

@@ -55,6 +55,9 @@ class ApprovalPolicy(models.Model):
                     "scheduled start, when later)."))
     rejection_ends = models.BooleanField(
         _("one rejection ends the request"), default=True)
+    # Names of notification channels (``opsplane.notify``) that hear about the requests
+    # this policy matches: when one needs approvers, and each decision.
+    channels = models.JSONField(_("notify channels"), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -98,7 +101,7 @@ class ApprovalRequest(models.Model):
     automatic = models.BooleanField(default=False)
     # What the matched policies demanded when this round opened (policy edits do not
     # change an open round): [{"policy", "requirements", "allow_author",
-    # "rejection_ends", "validity_hours"}].
+    # "rejection_ends", "validity_hours", "channels"}].
     requirements = models.JSONField(default=list, blank=True)
     facts = models.JSONField(default=dict, blank=True)
     summary = models.JSONField(default=dict, blank=True)

@@ -19,9 +19,10 @@ The document::
         author_may_approve: false
         validity_hours: 24
         rejection_ends: true
+        notify: [dba-dingtalk]    # notification channels told about its requests
 
 No database access here: ``approvals.services.import_policies`` checks what only the
-database knows (that the groups exist) and writes.
+database knows (that the groups and notification channels exist) and writes.
 """
 
 import jsonschema
@@ -67,6 +68,8 @@ POLICY_SCHEMA = {
         "author_may_approve": {"type": "boolean"},
         "validity_hours": {"type": "integer", "minimum": 1, "maximum": 24 * 365},
         "rejection_ends": {"type": "boolean"},
+        "notify": {"type": "array", "uniqueItems": True, "maxItems": 20,
+                   "items": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100}},
     },
 }
 
@@ -147,6 +150,7 @@ def parse(text):
             "allow_author": item.get("author_may_approve", False),
             "validity_hours": item.get("validity_hours", 72),
             "rejection_ends": item.get("rejection_ends", True),
+            "channels": item.get("notify", []),
         })
     if errors:
         raise PolicyFileError(errors)
@@ -167,6 +171,7 @@ def dump(policies):
             "author_may_approve": p.allow_author,
             "validity_hours": p.validity_hours,
             "rejection_ends": p.rejection_ends,
+            "notify": list(p.channels),
         })
     return yaml.safe_dump({"version": 1, "policies": items}, sort_keys=False,
                           allow_unicode=True)

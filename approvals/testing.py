@@ -34,3 +34,24 @@ def subject(author, *hosts, digest="d" * 64, protected=("prod",), **fields):
     fields.setdefault("title", f"thing {fields['id']}")
     return Subject(digest=digest, author=author, hosts=list(hosts),
                    protected_environments=frozenset(protected), **fields)
+
+
+def mail_channel(settings, name="approvals-mail"):
+    """An e-mail channel without fixed recipients, made the one approvals mails people
+    through (``settings``: pytest-django's fixture)."""
+    from opsplane.notify.testing import make_channel
+
+    settings.APPROVALS_EMAIL_CHANNEL = name
+    return make_channel("email", name=name)
+
+
+def deliver_outbox():
+    """Deliver every waiting outbox row now, in this thread (as the worker would);
+    returns the rows, oldest first."""
+    from opsplane.notify import services as notify
+    from opsplane.notify.models import Notification
+
+    rows = list(Notification.objects.filter(state__in=Notification.WAITING).order_by("id"))
+    for row in rows:
+        notify.deliver(row.pk)
+    return [Notification.objects.get(pk=row.pk) for row in rows]

@@ -5,13 +5,16 @@ the inbox, the request page and the change page (``{% approval_panel %}``); deci
 through htmx swaps just that panel.
 """
 
+import logging
 from datetime import datetime, time, timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -30,8 +33,24 @@ from approvals.models import (
 from opsplane.errors import DomainError
 from opsplane.roles import Role, has_role, role_required
 
+logger = logging.getLogger(__name__)
+
 PEOPLE = (Role.APPROVER, Role.OPERATOR)
 READERS = (Role.APPROVER, Role.OPERATOR, Role.ONCALL)
+
+
+def subject_panels(req):
+    """URLs of the panels the project shows beside this kind of subject
+    (``APPROVALS_SUBJECT_PANELS``: URL names, reversed with the subject's id). The pages
+    load them lazily with htmx; approvals knows nothing of what they show."""
+    urls = []
+    for name in settings.APPROVALS_SUBJECT_PANELS.get(req.subject_type, []):
+        try:
+            urls.append(reverse(name, args=[req.subject_id]))
+        except NoReverseMatch:
+            logger.warning("APPROVALS_SUBJECT_PANELS: %r does not take a %s id", name,
+                           req.subject_type)
+    return urls
 
 
 def _request_or_404(request, pk):
@@ -49,8 +68,14 @@ def panel_context(req, user, *, full=True, error="", next_url=""):
     can_reject = not services.decision_refusal(user, req, current,
                                                kind=Decision.Kind.REJECT)
     is_author = req.author_id == user.pk
+    # An approver asked again after an edit sees why the request is back.
+    approved_earlier = req.status == ApprovalRequest.Status.PENDING and not any(
+        d.by_id == user.pk for d in current) and any(
+        d.by_id == user.pk and d.kind == Decision.Kind.APPROVE and d.digest != req.digest
+        for d in decisions)
     return {
         "req": req,
+        "approved_earlier": approved_earlier,
         "progress": services.progress(req, current),
         "timeline": services.timeline(req) if full else None,
         "can_decide": not refusal,
@@ -121,7 +146,8 @@ def index(request):
     mine = ApprovalRequest.objects.filter(author=request.user, status__in=[
         ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED],
         started_at__isnull=True).order_by("opened_at")
-    cards = [panel_context(req, request.user, full=False) for req in inbox]
+    cards = [{**panel_context(req, request.user, full=False), "panels": subject_panels(req)}
+             for req in inbox]
     return render(request, "approvals/index.html", {
         "cards": cards, "mine": mine, "reviews": services.review_list().count()
         if has_role(request.user, Role.APPROVER) else 0})
@@ -147,6 +173,7 @@ def request_detail(request, pk):
     req = _request_or_404(request, pk)
     return render(request, "approvals/request_detail.html", {
         **panel_context(req, request.user, next_url=request.get_full_path()),
+        "panels": subject_panels(req),
         "emergency_form": ReasonForm(auto_id="emergency_%s"),
         "withdraw_form": ReasonForm(auto_id="withdraw_%s")})
 

@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes import live, output, runbooks, services
+from changes import display, live, output, runbooks, services
 from changes.models import Change, HostResult, Run, Runbook
 from opsplane.roles import HasRole, Role
 
@@ -75,6 +75,15 @@ class StrategySerializer(serializers.Serializer):
     check_mode = serializers.BooleanField(required=False, default=False)
 
 
+class ChangeListSerializer(serializers.ListSerializer):
+    """A page of changes: their display statuses read in one go."""
+
+    def to_representation(self, data):
+        items = list(data.all() if hasattr(data, "all") else data)
+        self.child._displays = display.display_statuses(items)
+        return super().to_representation(items)
+
+
 class ChangeSerializer(serializers.ModelSerializer):
     runbook = serializers.SlugRelatedField(slug_field="name", source="runbook_version.runbook",
                                            queryset=Runbook.objects.all())
@@ -85,16 +94,35 @@ class ChangeSerializer(serializers.ModelSerializer):
     author = serializers.SlugRelatedField(slug_field="username", read_only=True)
     targets = serializers.ListField(source="target_names", read_only=True)
     runs = serializers.SerializerMethodField()
+    display_status = serializers.SerializerMethodField(help_text=(
+        "The status as people read it: the change's own, except while it awaits approval: "
+        "awaiting_approval, approved, rejected, expired, withdrawn or missed (its approval "
+        "request)."))
+    display_label = serializers.SerializerMethodField(help_text=(
+        "display_status in words, e.g. \"awaiting approval (1 of 2)\" or \"approved: ready "
+        "to start\"."))
 
     class Meta:
         model = Change
         fields = ["id", "title", "description", "runbook", "runbook_version", "params",
-                  "selector", "strategy", "scheduled_at", "status", "queue", "targets", "author",
-                  "runs", "created_at", "updated_at"]
+                  "selector", "strategy", "scheduled_at", "status", "display_status",
+                  "display_label", "queue", "targets", "author", "runs", "created_at",
+                  "updated_at"]
         read_only_fields = ["status", "queue", "created_at", "updated_at"]
+        list_serializer_class = ChangeListSerializer
 
     def get_runs(self, change) -> list[int]:
         return [run.number for run in change.runs.all()]
+
+    def _display(self, change):
+        found = getattr(self, "_displays", {}).get(change.pk)
+        return found or display.display_status(change)
+
+    def get_display_status(self, change) -> str:
+        return self._display(change).code
+
+    def get_display_label(self, change) -> str:
+        return self._display(change).label
 
     def save_with(self, request, change=None):
         data = self.validated_data

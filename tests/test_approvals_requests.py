@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalPolicy, ApprovalRequest, Decision
-from approvals.testing import approve, request_of
+from approvals.testing import approve, deliver_outbox, mail_channel, request_of
 from changes import executor, states
 from changes import services as changes
 from changes.models import Change, HostResult, Run, Runbook
@@ -155,11 +155,13 @@ def test_the_author_may_approve_when_the_policy_says_so(make_user, runbook):
 
 
 def test_an_edit_sends_the_change_back_and_earlier_approvals_stop_counting(
-        operator, runbook, approver, make_user, mailoutbox, django_capture_on_commit_callbacks):
+        operator, runbook, approver, make_user, mailoutbox, settings,
+        django_capture_on_commit_callbacks):
+    mail_channel(settings)
     approver.email = "ann@example.com"
     approver.save()
-    with django_capture_on_commit_callbacks(execute=True):
-        change = compose(operator, runbook)
+    change = compose(operator, runbook)
+    deliver_outbox()
     assert [m.to for m in mailoutbox] == [["ann@example.com"]]
     assert mailoutbox[0].subject == f"Approval needed: #{change.pk} Restart nginx"
     approve(change, by=approver)
@@ -169,9 +171,9 @@ def test_an_edit_sends_the_change_back_and_earlier_approvals_stop_counting(
     change = compose(operator, runbook, change=change, title="Restart nginx now")
     assert request_of(change).status == S.APPROVED and request_of(change).round == 1
     # A new secret value does: a new digest, a new round, approvers asked again.
-    with django_capture_on_commit_callbacks(execute=True):
-        change = compose(operator, runbook, change=change, params={"service": "nginx",
-                                                                   "token": "other"})
+    change = compose(operator, runbook, change=change, params={"service": "nginx",
+                                                               "token": "other"})
+    deliver_outbox()
     req = request_of(change)
     assert req.status == S.PENDING and req.round == 2 and req.digest != first.digest
     assert change.status == Change.Status.PENDING_APPROVAL
@@ -220,7 +222,8 @@ def test_the_worker_refuses_a_run_whose_digest_was_not_approved(
 
 
 def test_a_rejection_needs_a_reason_ends_the_request_and_tells_the_author(
-        operator, runbook, approver, mailoutbox, django_capture_on_commit_callbacks):
+        operator, runbook, approver, mailoutbox, settings):
+    mail_channel(settings)
     operator.email = "olga@example.com"
     operator.save()
     change = compose(operator, runbook)
@@ -228,8 +231,8 @@ def test_a_rejection_needs_a_reason_ends_the_request_and_tells_the_author(
     with pytest.raises(ValidationError) as info:
         services.decide(req, by=approver, kind=Decision.Kind.REJECT, comment="  ")
     assert "comment" in info.value.message_dict
-    with django_capture_on_commit_callbacks(execute=True):
-        services.decide(req, by=approver, kind=Decision.Kind.REJECT, comment="not on Friday")
+    services.decide(req, by=approver, kind=Decision.Kind.REJECT, comment="not on Friday")
+    deliver_outbox()
     req.refresh_from_db()
     assert req.status == S.REJECTED and req.close_reason == "not on Friday"
     assert mailoutbox[-1].to == ["olga@example.com"] and "not on Friday" in mailoutbox[-1].body
@@ -371,3 +374,54 @@ def test_submitting_twice_is_refused_like_any_illegal_move(operator, runbook):
     with pytest.raises(states.TransitionError):
         changes.submit_change(change, by=operator)
     assert request_of(change).round == 1
+
+
+def test_the_change_list_page_and_api_read_the_approval_state(
+        client, operator, runbook, approver, make_user, django_assert_max_num_queries,
+        django_capture_on_commit_callbacks):
+    ApprovalPolicy.objects.create(name="two", environments=["prod"],
+                                  requirements=[{"group": "approver", "count": 2}])
+    change = compose(operator, runbook)
+    other = compose(operator, runbook, title="Restart again")
+    client.force_login(operator)
+
+    def shown():
+        listing = client.get("/changes/").content.decode()
+        page = client.get(f"/changes/{change.pk}/").content.decode()
+        api = client.get("/api/v1/changes/").json()
+        api = {c["id"]: (c["display_status"], c["display_label"]) for c in api["results"]}
+        detail = client.get(f"/api/v1/changes/{change.pk}/").json()
+        assert api[change.pk] == (detail["display_status"], detail["display_label"])
+        return listing, page, api
+
+    listing, page, api = shown()
+    assert api[change.pk] == ("awaiting_approval", "awaiting approval (0 of 2)")
+    assert "awaiting approval (0 of 2)" in listing and "awaiting approval (0 of 2)" in page
+    approve(change, by=approver)
+    listing, page, api = shown()
+    assert api[change.pk] == ("awaiting_approval", "awaiting approval (1 of 2)")
+    approve(change, by=make_user("approver"))
+    listing, page, api = shown()
+    assert Change.objects.get(pk=change.pk).status == Change.Status.PENDING_APPROVAL
+    assert api[change.pk] == ("approved", "approved: ready to start")
+    assert "approved: ready to start" in listing and "approved: ready to start" in page
+    assert "awaiting approval" not in page.split("<h1>")[1].split("</h1>")[0]
+    services.decide(request_of(other), by=approver, kind=Decision.Kind.REJECT,
+                    comment="not today")
+    listing, page, api = shown()
+    assert api[other.pk] == ("rejected", "rejected")
+    # An approval past its validity reads expired before beat marks it.
+    ApprovalRequest.objects.filter(pk=request_of(change).pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1))
+    assert shown()[2][change.pk] == ("expired", "approval expired")
+    # Starting it: running, as the change itself says.
+    ApprovalRequest.objects.filter(pk=request_of(change).pk).update(
+        expires_at=timezone.now() + timedelta(hours=1))
+    with django_capture_on_commit_callbacks():
+        changes.start_run(change, by=operator)
+    assert shown()[2][change.pk] == ("running", "running")
+    # The list reads every request of the page at once, however many changes there are.
+    for i in range(5):
+        compose(operator, runbook, title=f"more {i}")
+    with django_assert_max_num_queries(12):
+        client.get("/changes/")

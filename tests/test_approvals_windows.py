@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from approvals import services, windows
 from approvals.models import ApprovalRequest, FreezeWindow, MaintenanceWindow
-from approvals.testing import approve, request_of
+from approvals.testing import approve, deliver_outbox, mail_channel, request_of
 from changes import services as changes
 from changes.models import Change, Run, Runbook
 from cmdb.models import Environment, Host
@@ -241,8 +241,9 @@ def test_beat_starts_a_scheduled_change_exactly_once(
 
 
 def test_a_scheduled_change_that_cannot_start_is_marked_missed_with_the_reason(
-        clock, operator, approver, runbook, saturday_maintenance, mailoutbox,
+        clock, operator, approver, runbook, saturday_maintenance, mailoutbox, settings,
         django_capture_on_commit_callbacks):
+    mail_channel(settings)
     operator.email = "olga@example.com"
     operator.save()
     unapproved = compose(operator, runbook, scheduled_at=utc(2026, 11, 28, 2, 0))
@@ -257,6 +258,7 @@ def test_a_scheduled_change_that_cannot_start_is_marked_missed_with_the_reason(
         req = request_of(change)
         assert change.status == Change.Status.DRAFT
         assert req.status == S.MISSED and words in req.close_reason
+    deliver_outbox()
     assert any("missed its scheduled start" in m.subject for m in mailoutbox)
     assert changes.start_due_changes() == []  # not tried again
     assert not Run.objects.exists()

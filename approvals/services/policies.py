@@ -1,5 +1,6 @@
 """Approval policies: which match a subject, what they demand, editing and YAML."""
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -9,6 +10,7 @@ from approvals import matching, policy_io
 from approvals.models import DEFAULT_GROUP, DEFAULT_VALIDITY_HOURS, ApprovalPolicy
 from approvals.services.access import can_edit_policies, require
 from opsplane import audit
+from opsplane.notify.models import Channel
 
 
 def _policy_hosts(policy, hosts):
@@ -38,7 +40,8 @@ def matching_policies(subject, policies=None):
 def default_requirement(environments):
     return {"policy": "", "environments": sorted(environments),
             "requirements": [{"group": DEFAULT_GROUP, "count": 1}], "allow_author": False,
-            "rejection_ends": True, "validity_hours": DEFAULT_VALIDITY_HOURS}
+            "rejection_ends": True, "validity_hours": DEFAULT_VALIDITY_HOURS,
+            "channels": list(settings.APPROVALS_DEFAULT_CHANNELS)}
 
 
 def requirements_for(subject, policies=None):
@@ -50,13 +53,20 @@ def requirements_for(subject, policies=None):
     found = matching_policies(subject, policies)
     snapshot = [{"policy": p.name, "requirements": list(p.requirements),
                  "allow_author": p.allow_author, "rejection_ends": p.rejection_ends,
-                 "validity_hours": p.validity_hours} for p, _ in found]
+                 "validity_hours": p.validity_hours, "channels": list(p.channels)}
+                for p, _ in found]
     covered = {h.name for _, hosts in found for h in hosts}
     uncovered = {h.environment for h in subject.hosts
                  if h.environment in subject.protected_environments and h.name not in covered}
     if uncovered:
         snapshot.append(default_requirement(uncovered))
     return snapshot
+
+
+def unknown_channels(names):
+    """The names among ``names`` that are no notification channel, sorted."""
+    known = set(Channel.objects.filter(name__in=list(names)).values_list("name", flat=True))
+    return sorted(set(names) - known)
 
 
 def _clean_policy(data):
@@ -80,6 +90,13 @@ def _clean_policy(data):
     for r in requirements:
         if not isinstance(r.get("count"), int) or not 1 <= r["count"] <= 20:
             errors["requirements"] = [_("Counts are whole numbers from 1 to 20.")]
+    channels = list(data.get("channels") or [])
+    unknown = unknown_channels(channels)
+    if unknown:
+        errors["channels"] = [_("No notification channel named %(names)s.") % {
+            "names": ", ".join(unknown)}]
+    elif len(set(channels)) != len(channels):
+        errors["channels"] = [_("Name each channel once.")]
     if errors:
         raise ValidationError(errors)
 
@@ -129,6 +146,11 @@ def import_policies(text, *, by, request=None, prune=False):
             if r["group"] not in known:
                 errors[f"policies[{index}].require[{j}].group"] = \
                     f"no group named '{r['group']}'"
+        missing = set(unknown_channels(item["channels"]))
+        for j, name in enumerate(item["channels"]):
+            if name in missing:
+                errors[f"policies[{index}].notify[{j}]"] = \
+                    f"no notification channel named '{name}'"
     if errors:
         raise policy_io.PolicyFileError(errors)
     created, updated, deleted = [], [], []

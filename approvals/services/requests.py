@@ -259,12 +259,7 @@ def decide(req, *, by, kind, comment="", request=None):
             req = _transition(req, S.APPROVED, by=by, request=request)
             metrics.decision_seconds.labels(outcome="approved").observe(
                 (req.decided_at - req.opened_at).total_seconds())
-        if by.pk != req.author_id:
-            what = {K.APPROVE: _("approved"), K.REJECT: _("rejected"),
-                    K.REQUEST_CHANGES: _("changes asked for"), K.COMMENT: _("commented")}[kind]
-            if req.status == S.APPROVED and kind == K.APPROVE:
-                what = _("approved: ready to start")
-            notifications.author_told(req, what, by_name=decision.by_name, comment=comment)
+        notifications.decided(req, decision)
     return decision
 
 
@@ -283,8 +278,10 @@ def withdraw(req, *, by, reason="", request=None):
             raise ApprovalError(_("Only a request that is open and not started can be "
                                   "withdrawn; this one is %(status)s.") % {
                 "status": req.get_status_display()})
-        return _transition(req, S.WITHDRAWN, by=by, request=request,
-                           close_reason=reason.strip() or _("withdrawn"))
+        req = _transition(req, S.WITHDRAWN, by=by, request=request,
+                          close_reason=reason.strip() or _("withdrawn"))
+        notifications.closed(req, "withdrawn", comment=reason.strip(), by=by)
+        return req
 
 
 def withdraw_subject(subject_type, subject_id, *, by, reason, request=None):
@@ -293,7 +290,8 @@ def withdraw_subject(subject_type, subject_id, *, by, reason, request=None):
     req = ApprovalRequest.objects.select_for_update().filter(
         subject_type=subject_type, subject_id=str(subject_id)).first()
     if req is not None and req.is_open and req.started_at is None:
-        _transition(req, S.WITHDRAWN, by=by, request=request, close_reason=reason)
+        req = _transition(req, S.WITHDRAWN, by=by, request=request, close_reason=reason)
+        notifications.closed(req, "withdrawn", comment=reason, by=by)
 
 
 def emergency_bypass(req, *, by, reason, request=None):
@@ -322,8 +320,7 @@ def emergency_bypass(req, *, by, reason, request=None):
             req = _transition(req, S.APPROVED, by=by, request=request,
                               detail={"emergency": True})
         transaction.on_commit(metrics.emergency_bypasses.inc)
-        notifications.author_told(req, _("emergency bypass recorded"),
-                                  by_name=decision.by_name, comment=reason)
+        notifications.decided(req, decision)
     return decision
 
 
@@ -373,7 +370,7 @@ def expire_due(now=None):
                     and req.expires_at <= now:
                 req = _transition(req, S.EXPIRED, source="beat", close_reason=_(
                     "not started within its validity"))
-                notifications.author_told(req, _("expired"))
+                notifications.closed(req, "expired")
                 expired.append(req)
     return expired
 
@@ -386,13 +383,37 @@ def mark_missed(subject_type, subject_id, *, reason):
     if req is None or not req.is_open:
         return req
     req = _transition(req, S.MISSED, source="beat", close_reason=reason)
-    notifications.author_told(req, _("missed its scheduled start"), comment=reason)
+    notifications.closed(req, "missed", comment=reason)
     return req
 
 
 def request_for(subject_type, subject_id):
     return ApprovalRequest.objects.filter(subject_type=subject_type,
                                           subject_id=str(subject_id)).first()
+
+
+def requests_for(subject_type, subject_ids):
+    """{subject id (str): request} for many subjects at once (one query, decisions
+    prefetched for ``standing``): for owners' list pages."""
+    found = ApprovalRequest.objects.filter(
+        subject_type=subject_type, subject_id__in=[str(i) for i in subject_ids],
+    ).prefetch_related("decisions")
+    return {req.subject_id: req for req in found}
+
+
+def standing(req, now=None):
+    """Where ``req`` stands, for the subject's owner to show: ``{"status", "got",
+    "needed"}``. ``status`` is the request's, except that an approval past its validity
+    reads ``expired`` before beat gets to it; ``got`` of ``needed`` approvals count
+    (this round)."""
+    now = now or timezone.now()
+    status = req.status
+    if status == S.APPROVED and req.started_at is None and not req.automatic \
+            and req.expires_at <= now:
+        status = S.EXPIRED
+    rows = [r for entry in progress(req) for r in entry["requirements"]]
+    return {"status": status, "got": sum(len(r["by"]) for r in rows),
+            "needed": sum(r["count"] for r in rows)}
 
 
 def check_may_start(subject, *, at=None):

@@ -32,3 +32,13 @@ def approval_panel(context, subject):
         return {"req": None}
     return {**panel_context(req, request.user, next_url=request.get_full_path()),
             "csrf_token": context.get("csrf_token"), "request": request, "show_link": True}
+
+
+@register.simple_tag
+def approval_subject_panels(approval):
+    """``{% approval_subject_panels approval as urls %}``: the URLs of the panels the
+    project shows beside the request's subject (``APPROVALS_SUBJECT_PANELS``), to load
+    lazily; none without a request."""
+    from approvals.views import subject_panels
+
+    return subject_panels(approval) if approval is not None else []

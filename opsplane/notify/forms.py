@@ -82,7 +82,9 @@ class ChannelForm(forms.ModelForm):
         if "recipients" in allowed:
             self.fields["recipients"] = forms.CharField(
                 label=_("Recipients"), initial=_csv(config.get("recipients")),
-                help_text=_("E-mail addresses, comma-separated.") if kind == K.EMAIL
+                required=kind != K.EMAIL,
+                help_text=_("E-mail addresses, comma-separated. Empty: only the people "
+                            "each message names (e.g. approvers).") if kind == K.EMAIL
                 else _("Mobile numbers, comma-separated."))
         if "from_email" in allowed:
             self.fields["from_email"] = forms.EmailField(

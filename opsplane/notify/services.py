@@ -552,8 +552,8 @@ def clean_config(kind, config, *, complete=True):
             except ValidationError:
                 raise ValidationError({name: _("%(address)s is not an e-mail address.")
                                        % {"address": address}}) from None
-        if complete and not clean.get("recipients"):
-            raise ValidationError({"recipients": _("Give at least one address.")})
+        # No fixed recipients: the channel mails only the addresses each message names
+        # (``Message.mentions``), e.g. approvals' personal mail to approvers.
     if kind == K.SMS:
         if complete and not any(senders.MOBILE.match(m) for m in clean.get("recipients", [])):
             raise ValidationError({"recipients": _("Give at least one mobile number.")})
@@ -624,11 +624,13 @@ def save_channel(channel, data, *, secret_fields=None, clear=(), by, request=Non
         from urllib.parse import urlsplit
 
         url = stored.get("url", "")
-        if not url:
+        # A disabled channel may wait for its URL (e.g. a placeholder made by the
+        # alertmanager.yml import); enabling it needs one.
+        if not url and channel.enabled:
             raise ValidationError({"url": _("The channel needs its URL.")})
         parts = urlsplit(url)
-        if (parts.scheme not in {"http", "https"} or not parts.hostname
-                or any(c.isspace() or ord(c) < 32 for c in url)):
+        if url and (parts.scheme not in {"http", "https"} or not parts.hostname
+                    or any(c.isspace() or ord(c) < 32 for c in url)):
             raise ValidationError({"url": _("Give an http:// or https:// URL.")})
         if kind == K.SMS:  # the SMS gateway's URL may use the message's values
             try:
