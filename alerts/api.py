@@ -2,20 +2,27 @@
 
 The intake authenticates with the integration's own token (in the URL or a bearer
 header) and, when the integration has a secret, an HMAC signature; users' sessions and
-API tokens play no part there. Everything else is the usual API: ``HasRole`` reads,
-services check writes.
+API tokens play no part there. Under ASGI, ``IntakeApp`` serves its POSTs beside
+Django's request cycle; the DRF views serve them under WSGI and the test client, and
+describe them in the OpenAPI schema; both call ``receive``. Everything else is the usual
+API: ``HasRole`` reads, services check writes.
 """
 
-
+import asyncio
+import io
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -83,11 +90,9 @@ class IntakeErrorSerializer(serializers.Serializer):
     errors = IntakeErrorItemSerializer(many=True, required=False)
 
 
-# Under ASGI, Django runs each request's sync code in a thread of its own, which takes a
-# connection from the process' pool (DATABASE_POOL_MAX_SIZE) for the request. The intake's
-# database work runs instead on these long-lived threads, which keep theirs between
-# requests (checked every HEALTH_CHECK_EVERY seconds): no pool round trip per alert
-# request, and at most this many intake connections per process.
+# The intake's database work runs on these long-lived threads, which keep their
+# connections between requests (checked every HEALTH_CHECK_EVERY seconds): no pool round
+# trip per alert request, and at most this many intake connections per process.
 _DB_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="alerts-intake")
 _DB_THREAD_STATE = threading.local()
 # Django checks a kept connection (SELECT 1) at the start of every request; a busy
@@ -95,23 +100,23 @@ _DB_THREAD_STATE = threading.local()
 HEALTH_CHECK_EVERY = 10.0
 
 
-def _on_db_thread(request, function, *args, **kwargs):
+def _db_job(function, *args):
+    last = getattr(_DB_THREAD_STATE, "checked", 0.0)
+    if time.monotonic() - last >= HEALTH_CHECK_EVERY:
+        close_old_connections()  # what request_started does for a request thread
+        _DB_THREAD_STATE.checked = time.monotonic()
+    try:
+        return function(*args)
+    except Exception:
+        close_old_connections()  # drop a broken connection now
+        _DB_THREAD_STATE.checked = 0.0
+        raise
+
+
+def _on_db_thread(request, function, *args):
     if not hasattr(request, "scope"):  # WSGI (and the test client): in this thread
-        return function(*args, **kwargs)
-
-    def job():
-        last = getattr(_DB_THREAD_STATE, "checked", 0.0)
-        if time.monotonic() - last >= HEALTH_CHECK_EVERY:
-            close_old_connections()  # what request_started does for a request thread
-            _DB_THREAD_STATE.checked = time.monotonic()
-        try:
-            return function(*args, **kwargs)
-        except Exception:
-            close_old_connections()  # drop a broken connection now
-            _DB_THREAD_STATE.checked = 0.0
-            raise
-
-    return _DB_THREADS.submit(job).result()
+        return function(*args)
+    return _DB_THREADS.submit(_db_job, function, *args).result()
 
 
 def _reject(code, reason, detail, errors=None, headers=None):
@@ -128,8 +133,8 @@ def _reject(code, reason, detail, errors=None, headers=None):
     return response
 
 
-def _bearer(request):
-    header = request.META.get("HTTP_AUTHORIZATION", "")
+def _bearer(headers):
+    header = headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("bearer", "token") and value.strip():
         return value.strip()
@@ -177,30 +182,46 @@ class Intake(APIView):
     @_intake_schema("alerts_intake", in_path=False)
     def post(self, request, token=""):
         raw = request._request  # the Django request: the body is read once, here
-        limit = getattr(settings, "OPSPLANE_ALERTS_MAX_BODY_BYTES", DEFAULT_MAX_BODY)
-        try:
-            length = int(raw.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > limit:
-            return _reject(413, "too_large", f"The body is larger than {limit} bytes.")
-        token = token or _bearer(raw)
-        if not token:
-            return _reject(401, "unauthenticated",
-                           "No token: put the integration's token in the URL or in "
-                           "`Authorization: Bearer <token>`.",
-                           headers={"WWW-Authenticate": 'Bearer realm="alerts"'})
+        limit = _max_body()
+        token = token or _bearer(raw.headers)
+        refused = _refuse_before_body(raw.META.get("CONTENT_LENGTH"), token, limit)
+        if refused:
+            return refused
         body = raw.read(limit + 1)
         if len(body) > limit:
-            return _reject(413, "too_large", f"The body is larger than {limit} bytes.")
+            return _too_large(limit)
         return _on_db_thread(raw, receive, token, body, raw.headers,
                              raw.META.get("REMOTE_ADDR", ""))
+
+
+def _max_body():
+    return getattr(settings, "OPSPLANE_ALERTS_MAX_BODY_BYTES", DEFAULT_MAX_BODY)
+
+
+def _too_large(limit):
+    return _reject(413, "too_large", f"The body is larger than {limit} bytes.")
+
+
+def _refuse_before_body(content_length, token, limit):
+    """413 on the Content-Length alone, 401 without a token: before the body is read."""
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        return _too_large(limit)
+    if not token:
+        return _reject(401, "unauthenticated",
+                       "No token: put the integration's token in the URL or in "
+                       "`Authorization: Bearer <token>`.",
+                       headers={"WWW-Authenticate": 'Bearer realm="alerts"'})
+    return None
 
 
 def receive(token, body, headers, source):
     """Authenticate, check the signature, parse and ingest one intake request; returns
     the response. Nothing is stored unless everything is right."""
-    integration = services.integration_for_token(token)
+    integration, versions = intake.authenticate(token)
     if integration is None:
         return _reject(401, "unauthenticated", "Unknown token.",
                        headers={"WWW-Authenticate": 'Bearer realm="alerts"'})
@@ -217,7 +238,8 @@ def receive(token, body, headers, source):
     except payloads.PayloadError as exc:
         return _reject(400, "malformed", "The body is not what this integration "
                        f"({integration.get_kind_display()}) sends.", exc.errors)
-    result = intake.ingest(integration, alerts, envelope=envelope, now=now, source=source)
+    result = intake.ingest(integration, alerts, envelope=envelope, now=now, source=source,
+                           versions=versions)
     return JsonResponse({"status": "ok", **result.as_dict()})
 
 
@@ -227,6 +249,118 @@ class IntakeWithToken(Intake):
     @_intake_schema("alerts_intake_token", in_path=True)
     def post(self, request, token=""):
         return super().post(request, token)
+
+
+class IntakeApp:
+    """ASGI: the intake's POSTs served beside Django's request cycle, everything else
+    passed on to ``django_app``.
+
+    A monitoring system posting alerts needs none of what Django's middleware does for
+    people (sessions, CSRF, locale, messages, login, axes), and under ASGI each of those
+    costs a hop between the event loop and a thread: about half the CPU time of a
+    single-alert request. Here the body is read on the event loop and the request's one
+    piece of sync work (``receive``) runs on an intake database thread, so a request makes
+    one thread hop. What the middleware would have refused is left to Django: a Host not
+    in ALLOWED_HOSTS, plain HTTP when SECURE_SSL_REDIRECT wants HTTPS. urls.py still says
+    which paths are the intake; the DRF views serve them under WSGI and the test client.
+    """
+
+    VIEWS = (Intake, IntakeWithToken)
+
+    def __init__(self, django_app):
+        self.django_app = django_app
+        self.prefix = None
+        self.bare = None
+        self.security = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            if self.prefix is None:
+                self.prefix = reverse("api-alerts-intake")
+            if self.prefix in scope["path"]:
+                request = ASGIRequest(scope, io.BytesIO())
+                match = self._match(request)
+                if match is not None:
+                    return await self._serve(request, match.kwargs.get("token", ""),
+                                             receive, send)
+        return await self.django_app(scope, receive, send)
+
+    def _match(self, request):
+        match = self.bare if request.path_info == self.prefix else None
+        if match is None:
+            try:
+                match = resolve(request.path_info)
+            except Resolver404:
+                return None
+            if getattr(match.func, "view_class", None) not in self.VIEWS:
+                return None
+            if request.path_info == self.prefix:
+                self.bare = match  # the one path without a token: resolved once
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return None
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
+            return None
+        return match
+
+    async def _serve(self, request, token, receive, send):
+        limit = _max_body()
+        token = token or _bearer(request.headers)
+        response = _refuse_before_body(request.META.get("CONTENT_LENGTH"), token, limit)
+        if response is None:
+            body = await _read_body(receive, limit)
+            if body is None:
+                return  # the client went away
+            if len(body) > limit:
+                response = _too_large(limit)
+            else:
+                response = await self._receive(token, body, request)
+        if self.security is None:
+            self.security = (SecurityMiddleware(_no_response),
+                             XFrameOptionsMiddleware(_no_response))
+        for middleware in self.security:
+            response = middleware.process_response(request, response)
+        headers = [(name.encode("latin1"), value.encode("latin1"))
+                   for name, value in response.items()]
+        content = response.content
+        headers.append((b"Content-Length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _receive(self, token, body, request):
+        try:
+            return await asyncio.wrap_future(_DB_THREADS.submit(
+                _db_job, receive, token, body, request.headers,
+                request.META.get("REMOTE_ADDR", "")))
+        except Exception:
+            # Django would log the path, and the path may hold the integration's token.
+            logger.exception("alert intake failed")
+            return JsonResponse({"detail": "Internal error."}, status=500)
+
+
+def _no_response(request):
+    raise AssertionError("only process_response is used")
+
+
+async def _read_body(receive, limit):
+    """The request body, or its first ``limit + 1`` bytes when it is longer; None when
+    the client disconnected."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -297,12 +431,17 @@ class AlertDetail(generics.RetrieveAPIView):
 class IncidentSerializer(serializers.ModelSerializer):
     acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     alerts = serializers.SerializerMethodField()
+    escalation_policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = Incident
         fields = ["id", "title", "status", "severity", "route_path", "route_key",
                   "group_labels", "opened_at", "resolved_at", "acknowledged_at",
-                  "acknowledged_by", "next_flush_at", "last_notified_at", "round", "alerts"]
+                  "acknowledged_by", "next_flush_at", "last_notified_at", "round", "alerts",
+                  # escalation (alerts/escalation.py)
+                  "escalation_policy", "escalation_cycle", "escalation_repeat",
+                  "escalation_step", "next_escalation_at", "ack_until", "snoozed_until",
+                  "exhausted_at"]
 
     def get_alerts(self, incident) -> list[int]:
         return [m.alert_id for m in incident.members.all()]
@@ -320,28 +459,18 @@ class IncidentList(generics.ListAPIView):
 
     def get_queryset(self):
         return filters.incidents(
-            Incident.objects.select_related("acknowledged_by").prefetch_related("members"),
-            self.request.query_params)
+            Incident.objects.select_related("acknowledged_by", "escalation_policy")
+            .prefetch_related("members"), self.request.query_params)
 
 
 class IncidentDetail(generics.RetrieveAPIView):
     serializer_class = IncidentSerializer
     permission_classes = [Viewers]
-    queryset = Incident.objects.select_related("acknowledged_by").prefetch_related("members")
+    queryset = Incident.objects.select_related("acknowledged_by", "escalation_policy") \
+        .prefetch_related("members")
 
 
-class IncidentAction(APIView):
-    """acknowledge / unacknowledge (on-call and admins)."""
-
-    permission_classes = [Viewers]
-    action = None
-
-    @extend_schema(request=None, responses=IncidentSerializer)
-    def post(self, request, pk):
-        incident = get_object_or_404(Incident, pk=pk)
-        act = services.acknowledge if self.action == "acknowledge" else services.unacknowledge
-        incident = act(incident, by=request.user, request=request)
-        return Response(IncidentSerializer(incident).data)
+# Incident actions (acknowledge, resolve, snooze...): alerts/escalation_api.py.
 
 
 # --- silences -------------------------------------------------------------------------------
@@ -459,16 +588,37 @@ class RoutingTest(APIView):
 
 class RoutingImportSerializer(serializers.Serializer):
     alertmanager_yml = serializers.CharField(trim_whitespace=False)
+    apply = serializers.BooleanField(
+        default=False, help_text=(
+            "false: only convert and tell what importing would do. true: import in one "
+            "transaction (create the channels that do not exist, admins only; save the "
+            "tree as a new version, on-call and admins)."))
+
+
+class PlannedChannelSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    receiver = serializers.CharField()
+    origin = serializers.CharField(help_text="The Alertmanager integration, e.g. "
+                                             "webhook_configs[0].")
+    placeholder = serializers.BooleanField(help_text="Made disabled, to be filled in.")
+    target = serializers.CharField(help_text="Where it sends (host or recipients); never "
+                                             "the URL or a token.")
+    description = serializers.CharField()
 
 
 class RoutingImportResultSerializer(serializers.Serializer):
     source = serializers.CharField()
     notes = serializers.ListField(child=serializers.CharField())
-    unknown_channels = serializers.ListField(child=serializers.CharField())
+    channels_to_create = PlannedChannelSerializer(many=True)
+    existing_channels = serializers.ListField(child=serializers.CharField())
+    version = serializers.IntegerField(allow_null=True, help_text="The saved version "
+                                                                  "(apply), else null.")
 
 
 class RoutingImport(APIView):
-    """Convert an alertmanager.yml into our tree (not saved: PUT it to the tree after)."""
+    """Convert an alertmanager.yml into our tree and the channels its receivers need;
+    with ``apply`` import it (channels and tree in one transaction)."""
 
     permission_classes = [Viewers]
 
@@ -476,9 +626,16 @@ class RoutingImport(APIView):
     def post(self, request):
         serializer = RoutingImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        source, notes, unknown = services.import_alertmanager(
-            serializer.validated_data["alertmanager_yml"])
-        return Response({"source": source, "notes": notes, "unknown_channels": unknown},
-                        status=status.HTTP_200_OK)
+        text = serializer.validated_data["alertmanager_yml"]
+        imported, create, existing = services.import_alertmanager(text)
+        version = None
+        if serializer.validated_data["apply"]:
+            config, _created, _warnings = services.apply_import(text, by=request.user,
+                                                                request=request)
+            version = config.version
+        return Response(RoutingImportResultSerializer({
+            "source": imported.source, "notes": imported.notes, "channels_to_create": create,
+            "existing_channels": existing, "version": version}).data,
+            status=status.HTTP_200_OK)
 
 

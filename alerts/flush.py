@@ -6,11 +6,13 @@ beat, a retried task or a concurrent intake waits or skips it). A flush:
 
 1. stops if the route is muted now (mute/active time intervals);
 2. leaves out silenced and inhibited alerts;
-3. notifies when Alertmanager would (``needs_update``): first notification with firing
-   alerts, new firing alerts, all alerts resolved, new resolved alerts when the receiver
-   sends resolved ones, or ``repeat_interval`` passed since the last notification;
-4. records what it notified (fingerprints) and numbers the round, which is part of every
-   notification's idempotency key;
+3. notifies each receiver (one per channel) when Alertmanager would (``needs_update``,
+   against that receiver's ``NotificationLog``): first notification with firing alerts,
+   new firing alerts, all alerts resolved, new resolved alerts when the receiver sends
+   resolved ones, or ``repeat_interval`` passed since it was last notified. A receiver
+   added later, or whose last message the outbox gave up on, gets the current state;
+4. records per receiver what it was told (fingerprints) and numbers the round, which is
+   part of every notification's idempotency key;
 5. drops resolved alerts from the group and resolves the incident when none fires; else
    schedules the next flush ``group_interval`` later.
 
@@ -26,8 +28,17 @@ from django.utils import timezone
 
 from alerts import matchers as m
 from alerts import metrics, notifications, states
-from alerts.models import Alert, Incident, IncidentAlert, IncidentEvent, label_value
+from alerts.models import (
+    Alert,
+    Incident,
+    IncidentAlert,
+    IncidentEvent,
+    Notification,
+    NotificationLog,
+    label_value,
+)
 from alerts.routing_state import active_silences, current_tree, snapshot
+from opsplane.notify.models import Notification as Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +102,33 @@ class FlushContext:
         return False
 
 
-def needs_update(incident, firing, resolved, *, send_resolved, repeat_interval, now):
-    """Alertmanager's DedupStage.needsUpdate, against what the incident last notified."""
-    if incident.round == 0:
+def needs_update(log, firing, resolved, *, send_resolved, repeat_interval, now):
+    """Alertmanager's DedupStage.needsUpdate for one receiver, against its
+    ``NotificationLog`` entry (None: told nothing yet)."""
+    if log is None:
         return bool(firing)
-    notified = set(incident.notified_firing)
+    notified = set(log.firing)
     if not firing <= notified:
         return True
     if not firing:
         return bool(notified)
-    if send_resolved and not resolved <= set(incident.notified_resolved):
+    if send_resolved and not resolved <= set(log.resolved):
         return True
-    return incident.last_notified_at is None or incident.last_notified_at <= now - repeat_interval
+    return log.notified_at <= now - repeat_interval
+
+
+def _receiver_logs(incident, receivers):
+    """{receiver: NotificationLog} of ``incident``, leaving out receivers whose last
+    message the outbox gave up on (delivery attempted and failed to the end): as in
+    Alertmanager, whose log only records what was delivered, they are told again."""
+    logs = {log.receiver: log for log in NotificationLog.objects.filter(
+        incident=incident, receiver__in=receivers)}
+    outbox_ids = [log.outbox_id for log in logs.values() if log.outbox_id]
+    if outbox_ids:
+        failed = set(Outbox.objects.filter(pk__in=outbox_ids, state=Outbox.State.DEAD,
+                                           attempts__gt=0).values_list("pk", flat=True))
+        logs = {name: log for name, log in logs.items() if log.outbox_id not in failed}
+    return logs
 
 
 def flush_incident(incident, ctx):
@@ -125,29 +151,36 @@ def flush_incident(incident, ctx):
         receiver, channels, send_resolved = tree.targets(route, incident.severity)
         firing_set = {a.fingerprint for a in firing}
         resolved_set = {a.fingerprint for a in resolved}
-        if needs_update(incident, firing_set, resolved_set, send_resolved=send_resolved,
-                        repeat_interval=route.repeat_interval, now=now):
+        # Each channel is a receiver of its own; "" records a route that sends nowhere.
+        receivers = list(dict.fromkeys(channels)) or [""]
+        logs = _receiver_logs(incident, receivers)
+        due = [name for name in receivers if needs_update(
+            logs.get(name), firing_set, resolved_set, send_resolved=send_resolved,
+            repeat_interval=route.repeat_interval, now=now)]
+        if due:
             incident.round += 1
-            incident.notified_firing = sorted(firing_set)
-            incident.notified_resolved = sorted(resolved_set)
             incident.last_notified_at = now
             told_resolved = resolved if send_resolved else []
+            rows = {}
             if firing or told_resolved:
-                queued = notifications.send(incident, receiver=receiver, channels=channels,
-                                            firing=firing, resolved=told_resolved, now=now)
+                rows = notifications.send(incident, receiver=receiver,
+                                          channels=[name for name in due if name],
+                                          firing=firing, resolved=told_resolved, now=now)
+                queued = sum(1 for row in rows.values()
+                             if row.status == Notification.Status.QUEUED)
                 metrics.flushes.inc()
+            _log(incident, due, rows, firing_set, resolved_set, now)
             IncidentEvent.objects.create(
                 incident=incident, at=now, kind=IncidentEvent.Kind.NOTIFIED,
                 detail={"round": incident.round, "receiver": receiver,
-                        "channels": list(channels), "firing": len(firing),
+                        "channels": [name for name in due if name], "firing": len(firing),
                         "resolved": len(told_resolved),
                         "muted": len(alerts) - len(visible)})
     done = [member.pk for member in members if member.alert.status == A.RESOLVED]
     if done:
         IncidentAlert.objects.filter(pk__in=done).update(active=False)
     incident.last_flush_at = now
-    fields = ["round", "notified_firing", "notified_resolved", "last_notified_at",
-              "last_flush_at"]
+    fields = ["round", "last_notified_at", "last_flush_at"]
     if any(a.status == A.FIRING for a in alerts):
         incident.next_flush_at = now + route.group_interval
         incident.save(update_fields=[*fields, "next_flush_at"])
@@ -156,6 +189,16 @@ def flush_incident(incident, ctx):
         states.transition(incident, Incident.Status.RESOLVED, now=now,
                           detail={"reason": "all alerts resolved" if alerts else "no alerts"})
     return queued
+
+
+def _log(incident, receivers, rows, firing, resolved, now):
+    """Record what ``receivers`` were told this round (``rows``: their notifications)."""
+    for name in receivers:
+        row = rows.get(name)
+        values = {"firing": sorted(firing), "resolved": sorted(resolved), "notified_at": now,
+                  "round": incident.round, "outbox_id": row.outbox_id if row else None}
+        NotificationLog.objects.update_or_create(incident=incident, receiver=name,
+                                                 defaults=values)
 
 
 def flush_due(now=None, *, limit=BATCH):

@@ -19,7 +19,7 @@ class IntegrationForm(forms.ModelForm):
     class Meta:
         model = Integration
         fields = ["name", "kind", "description", "enabled", "heartbeat_minutes",
-                  "resolve_timeout_minutes", "hmac_timestamp_header"]
+                  "resolve_timeout_minutes", "hmac_timestamp_header", "escalation_policy"]
 
 
 class SilenceForm(forms.Form):
@@ -54,8 +54,10 @@ class ImportForm(forms.Form):
         label=_("alertmanager.yml"), strip=False,
         widget=forms.Textarea(attrs={"rows": 20, "class": "mono", "spellcheck": "false"}),
         help_text=_("Paste a whole Alertmanager configuration: its route, receivers, "
-                    "inhibit_rules and time_intervals are taken; each receiver sends to the "
-                    "notification channel of its name."))
+                    "inhibit_rules and time_intervals are taken, and its receivers' webhook, "
+                    "Slack and e-mail settings become notification channels (other kinds "
+                    "become disabled placeholders). You see what it does before anything "
+                    "is saved."))
 
 
 class LabelsForm(forms.Form):

@@ -4,7 +4,12 @@
 bulk INSERT, one bulk UPDATE), writes each state change as an event, links new alerts to
 CMDB hosts, routes alerts that (re)start firing into incidents, and flushes incidents
 that are already due (which queues their notifications in the same transaction). A
-request of 100 alerts costs about a dozen queries, however many alerts it carries.
+request costs a handful of statements however many alerts it carries; on PostgreSQL a
+new alert joining an open incident is five (``authenticate``, which also reads the
+routing versions; the receipt with the lock; the insert, which finds the CMDB host
+itself; the open incidents; links and events together) besides BEGIN and COMMIT. The
+hot statements are written here rather than through the ORM: building querysets and
+model instances was most of a small request's Python time.
 
 Concurrent requests about the same alert or the same new incident collide on a unique
 constraint or a row lock; the loser's transaction is rolled back and run again.
@@ -15,12 +20,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from alerts import bulk, flush, metrics
+from alerts import bulk, flush, live, metrics
 from alerts import matchers as m
 from alerts.models import (
     SEVERITY_RANK,
@@ -29,11 +34,12 @@ from alerts.models import (
     Incident,
     IncidentAlert,
     IncidentEvent,
+    Integration,
     Receipt,
     severity_of,
 )
 from alerts.payloads import Incoming
-from alerts.routing_state import active_silences, snapshot
+from alerts.routing_state import active_silences, snapshot, versions_from, versions_sql
 from cmdb.models import Host
 
 logger = logging.getLogger(__name__)
@@ -81,21 +87,74 @@ def group_hash(group_key):
     return hashlib.sha256(group_key.encode()).hexdigest()
 
 
-def ingest(integration, alerts, *, envelope=None, now=None, source="", seen=True):
+def authenticate(token):
+    """(the integration ``token`` belongs to or None, the routing versions for
+    ``ingest``), in one query: a request's first round trip also tells whether the
+    cached routing tree and silences are current."""
+    from alerts.services import TOKEN_PREFIX, _digest
+
+    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None, None
+    sql, load, count = _auth_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_digest(token)])
+        row = cursor.fetchone()
+    versions = versions_from(row[count:])
+    if row[0] is None:
+        return None, versions
+    return load(row[:count]), versions
+
+
+@cache
+def _auth_statement():
+    fields = Integration._meta.concrete_fields
+    qn = connection.ops.quote_name
+    columns = ", ".join(f"i.{qn(field.column)}" for field in fields)
+    return (f"SELECT {columns}, {versions_sql()} FROM (SELECT 1) AS one "  # noqa: S608
+            f"LEFT JOIN {qn(Integration._meta.db_table)} i ON i.token_digest = %s",
+            _loader(Integration), len(fields))
+
+
+def _loader(model):
+    """row (the values of ``model``'s concrete fields, in order, as the database sent
+    them) -> a model instance, converted as the ORM converts them (JSON, SQLite's
+    datetimes): for the few hot statements the intake writes itself."""
+    fields = model._meta.concrete_fields
+    names = [f.attname for f in fields]
+    convert = []
+    for i, model_field in enumerate(fields):
+        col = model_field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if found:
+            convert.append((i, col, found))
+
+    def load(row):
+        values = list(row)
+        for i, col, converters in convert:
+            for converter in converters:
+                values[i] = converter(values[i], col, connection)
+        return model.from_db(connection.alias, names, values)
+
+    return load
+
+
+def ingest(integration, alerts, *, envelope=None, now=None, source="", seen=True,
+           versions=None):
     """Store ``alerts`` (``payloads.Incoming``) from ``integration``; returns ``Result``.
     ``seen``: the integration itself sent them (a heartbeat), as opposed to beat's
-    heartbeat check speaking for it.
+    heartbeat check speaking for it. ``versions``: from ``authenticate``.
 
     Opens its own transaction and retries it when a concurrent request won a race;
     called inside an outer transaction (heartbeats) it runs once, in that one."""
     now = now or timezone.now()
     unique = list({alert.fingerprint: alert for alert in alerts}.values())
     if connection.in_atomic_block:
-        return _ingest(integration, unique, envelope or {}, now, source, seen)
+        return _ingest(integration, unique, envelope or {}, now, source, seen, versions)
     for attempt in range(ATTEMPTS):
         try:
             with transaction.atomic():
-                result = _ingest(integration, unique, envelope or {}, now, source, seen)
+                result = _ingest(integration, unique, envelope or {}, now, source, seen,
+                                 versions)
         except (IntegrityError, OperationalError) as exc:
             retry = isinstance(exc, IntegrityError) or "deadlock" in str(exc).lower()
             if not retry or attempt == ATTEMPTS - 1:
@@ -106,18 +165,14 @@ def ingest(integration, alerts, *, envelope=None, now=None, source="", seen=True
     raise AssertionError("unreachable")
 
 
-def _ingest(integration, incoming, envelope, now, source, seen):
+def _ingest(integration, incoming, envelope, now, source, seen, versions=None):
     result = Result(received=len(incoming))
     transaction.on_commit(lambda: metrics.count_received(integration, result))
     if seen and integration is not None:
         incoming = incoming + _heartbeat_back(integration, now)
-    receipt = Receipt.objects.create(integration=integration, received_at=now,
-                                     alert_count=len(incoming), envelope=envelope,
-                                     source=source[:100])
-    result.receipt_id = receipt.pk
-    existing = {a.fingerprint: a for a in Alert.objects.select_for_update()
-                .filter(fingerprint__in=[i.fingerprint for i in incoming]).order_by("fingerprint")}
-    tree, all_silences = snapshot()
+    receipt_id, existing = _receive_and_lock(integration, incoming, envelope, now, source)
+    result.receipt_id = receipt_id
+    tree, all_silences = snapshot(versions)
     silences = active_silences(all_silences, now)
     created, changed, touched, to_route, events = [], [], [], [], []
     for item in incoming:
@@ -127,7 +182,7 @@ def _ingest(integration, incoming, envelope, now, source, seen):
             alert = _new_alert(item, integration, now, silences)
             created.append(alert)
             kind = AlertEvent.Kind.FIRED if item.status == A.FIRING else AlertEvent.Kind.RESOLVED
-            events.append((alert, kind, {"receipt": receipt.pk, "first_seen": True}))
+            events.append((alert, kind, {"receipt": receipt_id, "first_seen": True}))
             if alert.silenced_by_id:
                 events.append((alert, AlertEvent.Kind.SILENCED, {"silence": alert.silenced_by_id}))
             if item.status == A.FIRING:
@@ -136,14 +191,14 @@ def _ingest(integration, incoming, envelope, now, source, seen):
         state = _apply(alert, item, integration, now, silences)
         if state == "refired":
             result.refired += 1
-            events.append((alert, AlertEvent.Kind.REFIRED, {"receipt": receipt.pk}))
+            events.append((alert, AlertEvent.Kind.REFIRED, {"receipt": receipt_id}))
             if alert.silenced_by_id:
                 events.append((alert, AlertEvent.Kind.SILENCED,
                                {"silence": alert.silenced_by_id}))
             to_route.append(alert)
             changed.append(alert)
         elif state == "resolved":
-            events.append((alert, AlertEvent.Kind.RESOLVED, {"receipt": receipt.pk}))
+            events.append((alert, AlertEvent.Kind.RESOLVED, {"receipt": receipt_id}))
             changed.append(alert)
         elif state == "changed":
             changed.append(alert)
@@ -152,7 +207,6 @@ def _ingest(integration, incoming, envelope, now, source, seen):
     result.firing = result.counts.get(A.FIRING, 0)
     result.resolved = result.counts.get(A.RESOLVED, 0)
     result.created = len(created)
-    _link_hosts(created)
     _insert_alerts(created)
     if changed:
         Alert.objects.bulk_update(changed, [
@@ -161,14 +215,17 @@ def _ingest(integration, incoming, envelope, now, source, seen):
             "silenced_by", "raw", "alertname", "severity"])
     if touched:
         Alert.objects.filter(pk__in=touched).update(last_received_at=now)
-    routed, opened = route_alerts(to_route, tree, now)
+    links = []
+    routed, opened = route_alerts(to_route, tree, now, links=links)
     result.incidents_opened = len(opened)
-    bulk.insert(AlertEvent, ("alert", "at", "kind", "detail"), [
-        (alert.pk, now, kind, {**detail, **({"incidents": routed[alert.pk]}
-                                            if alert.pk in routed and kind in (
-                                                AlertEvent.Kind.FIRED, AlertEvent.Kind.REFIRED)
-                                            else {})})
-        for alert, kind, detail in events], json_columns=("detail",))
+    fired = (AlertEvent.Kind.FIRED, AlertEvent.Kind.REFIRED)
+    bulk.insert_all(  # alerts joining incidents, and the timeline events: one statement
+        (IncidentAlert, LINK_COLUMNS, links, {"conflict": LINK_CONFLICT}),
+        (AlertEvent, ("alert", "at", "kind", "detail"), [
+            (alert.pk, now, kind, {**detail, **({"incidents": routed[alert.pk]}
+                                                if alert.pk in routed and kind in fired
+                                                else {})})
+            for alert, kind, detail in events], {"json_columns": ("detail",)}))
     # A group whose alerts are older than its group_wait flushes at once, as in
     # Alertmanager; its notifications are then in this very transaction.
     due = [i for i in opened if i.next_flush_at <= now]
@@ -176,7 +233,51 @@ def _ingest(integration, incoming, envelope, now, source, seen):
         ctx = flush.FlushContext(tree, now, silences=silences)
         for incident in due:
             result.notifications += flush.flush_incident(incident, ctx)
+    if created or changed:
+        # One board message per committed request, however many alerts it carried.
+        live.board_changed({pk for pks in routed.values() for pk in pks})
     return result
+
+
+def _receive_and_lock(integration, incoming, envelope, now, source):
+    """Record the request (a ``Receipt``) and lock the stored alerts it is about, in
+    fingerprint order; returns (receipt id, {fingerprint: Alert}). Statements of our own
+    rather than the ORM's: this is most of a small request's Python time otherwise."""
+    fingerprints = sorted(item.fingerprint for item in incoming)
+    # One row: its received_at names it in what bulk.insert returns.
+    receipt = bulk.statement(Receipt, RECEIPT_COLUMNS, [
+        (integration.pk if integration is not None else None, now, len(incoming), envelope,
+         source[:100])], json_columns=("envelope",), returning="received_at")
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(*receipt)
+            receipt_id = cursor.fetchone()[1]
+        return receipt_id, {a.fingerprint: a for a in Alert.objects.select_for_update()
+                            .filter(fingerprint__in=fingerprints).order_by("fingerprint")}
+    sql, load = _lock_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(receipt=receipt[0]), [*receipt[1], fingerprints])
+        rows = cursor.fetchall()
+    # One row per locked alert, each with the receipt's id; one row of NULLs besides the
+    # receipt's id when there is none.
+    return rows[0][0], {alert.fingerprint: alert for alert in
+                        (load(row[1:]) for row in rows if row[1] is not None)}
+
+
+RECEIPT_COLUMNS = ("integration", "received_at", "alert_count", "envelope", "source")
+
+
+@cache
+def _lock_statement():
+    """PostgreSQL: the receipt's INSERT (``{receipt}``) and the lock of the stored alerts
+    in one statement."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(field.column) for field in Alert._meta.concrete_fields)
+    return (
+        "WITH receipt AS ({receipt}) SELECT receipt.id, alert.* FROM receipt "  # noqa: S608
+        f"LEFT JOIN LATERAL (SELECT {columns} FROM {qn(Alert._meta.db_table)} "
+        "WHERE fingerprint = ANY(%s) ORDER BY fingerprint FOR UPDATE) alert ON true "
+        "ORDER BY alert.fingerprint", _loader(Alert))
 
 
 def _heartbeat_back(integration, now):
@@ -295,41 +396,44 @@ def _apply(alert, item, integration, now, silences):
 
 
 ALERT_COLUMNS = ("fingerprint", "alertname", "severity", "status", "labels", "annotations",
-                 "starts_at", "ends_at", "generator_url", "integration", "host", "host_hint",
+                 "starts_at", "ends_at", "generator_url", "integration", "host_hint",
                  "first_received_at", "last_received_at", "resolved_at", "resolution",
                  "fire_count", "silenced_by", "raw")
 
 
+@cache
+def _host_sql():
+    """The CMDB host a new alert is about, found by the database as the alert is
+    inserted (no round trip of its own): the host named like its hint, else the first
+    host with that address."""
+    qn = connection.ops.quote_name
+    table, hint = qn(Host._meta.db_table), 'x."host_hint"'
+    return (f"CASE WHEN {hint} <> '' THEN COALESCE("  # noqa: S608
+            f"(SELECT h.{qn('id')} FROM {table} h WHERE h.{qn('name')} = {hint}), "
+            f"(SELECT MIN(h.{qn('id')}) FROM {table} h WHERE h.{qn('address')} = {hint})) END")
+
+
 def _insert_alerts(alerts):
+    """Insert new alerts (``NewAlert``); their ``host_id`` is left unknown (None)."""
     keys = bulk.insert(Alert, ALERT_COLUMNS, [
         (a.fingerprint, a.alertname, a.severity, a.status, a.labels, a.annotations,
-         a.starts_at, a.ends_at, a.generator_url, a.integration_id, a.host_id, a.host_hint,
+         a.starts_at, a.ends_at, a.generator_url, a.integration_id, a.host_hint,
          a.first_received_at, a.last_received_at, a.resolved_at, a.resolution, a.fire_count,
          a.silenced_by_id, a.raw) for a in alerts],
-        json_columns=("labels", "annotations", "raw"), returning="fingerprint")
+        json_columns=("labels", "annotations", "raw"), returning="fingerprint",
+        computed={"host": _host_sql()})
     for alert in alerts:
         alert.pk = alert.id = keys[alert.fingerprint]
-
-
-def _link_hosts(alerts):
-    hints = {a.host_hint for a in alerts if a.host_hint}
-    if not hints:
-        return
-    by_name, by_address = {}, {}
-    for pk, name, address in Host.objects.filter(
-            Q(name__in=hints) | Q(address__in=hints)).values_list("pk", "name", "address"):
-        by_name[name] = pk
-        by_address.setdefault(address, pk)
-    for alert in alerts:
-        alert.host_id = by_name.get(alert.host_hint) or by_address.get(alert.host_hint)
 
 
 # --- routing into incidents -------------------------------------------------------------------
 
 
-def route_alerts(alerts, tree, now, *, only=None):
+def route_alerts(alerts, tree, now, *, only=None, links=None):
     """Put firing ``alerts`` (saved) into the open incident of every route they match,
-    opening incidents as needed. ``only`` limits it to those group hashes.
+    opening incidents as needed. ``only`` limits it to those group hashes. ``links``: a
+    list that gets the incident-alert rows for the caller to insert (with
+    ``LINK_COLUMNS`` and ``LINK_CONFLICT``); without it they are inserted here.
 
     Returns ({alert pk: [incident pk, ...]}, [incidents opened]). Call inside atomic."""
     if not alerts:
@@ -378,11 +482,15 @@ def route_alerts(alerts, tree, now, *, only=None):
             members.append((incident.pk, alert.pk, now, True))
             routed.setdefault(alert.pk, []).append(incident.pk)
         _raise_existing(incident, group, opened, now)
-    bulk.insert(IncidentAlert, ("incident", "alert", "added_at", "active"),
-                members,
-                conflict="ON CONFLICT (incident_id, alert_id) DO UPDATE SET active = "
-                         "EXCLUDED.active")
+    if links is None:
+        bulk.insert(IncidentAlert, LINK_COLUMNS, members, conflict=LINK_CONFLICT)
+    else:
+        links.extend(members)
     return routed, opened
+
+
+LINK_COLUMNS = ("incident", "alert", "added_at", "active")
+LINK_CONFLICT = "ON CONFLICT (incident_id, alert_id) DO UPDATE SET active = EXCLUDED.active"
 
 
 def _raise_existing(incident, group, opened, now):
@@ -407,9 +515,18 @@ def _open_incidents_locked(hashes):
     """The open incidents of these groups, share-locked until commit: a flush (which locks
     for update) cannot resolve them while this transaction adds alerts to them, and
     concurrent intakes share the lock. SQLite serialises writers anyway."""
-    if connection.vendor == "postgresql":
-        table = Incident._meta.db_table
-        return list(Incident.objects.raw(
-            f"SELECT * FROM {table} WHERE group_hash = ANY(%s) "  # noqa: S608
-            "AND status <> 'resolved' ORDER BY id FOR SHARE", [hashes]))
-    return list(Incident.objects.filter(group_hash__in=hashes, status__in=Incident.OPEN))
+    if connection.vendor != "postgresql":
+        return list(Incident.objects.filter(group_hash__in=hashes, status__in=Incident.OPEN))
+    sql, load = _incidents_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [hashes])
+        return list(map(load, cursor.fetchall()))
+
+
+@cache
+def _incidents_statement():
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(field.column) for field in Incident._meta.concrete_fields)
+    return (f"SELECT {columns} FROM {qn(Incident._meta.db_table)} "  # noqa: S608
+            "WHERE group_hash = ANY(%s) AND status <> 'resolved' ORDER BY id FOR SHARE",
+            _loader(Incident))

@@ -2,9 +2,9 @@
 
 import logging
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import Count
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from opsplane import metrics
@@ -18,6 +18,34 @@ rejected = Counter("opsplane_alerts_rejected_requests_total",
                    "Intake requests refused, by reason.", ["reason"])
 flushes = Counter("opsplane_alerts_notification_rounds_total",
                   "Incident flushes that queued a notification round.")
+
+# Escalation and acknowledgement (alerts/escalation.py, alerts/incidents.py). Counted when
+# the transaction commits, so a rolled-back tick or action counts nothing.
+RESPONSE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+time_to_acknowledge = Histogram(
+    "opsplane_alerts_time_to_acknowledge_seconds",
+    "From an incident's opening to its first acknowledgement.", buckets=RESPONSE_BUCKETS)
+time_to_resolve = Histogram(
+    "opsplane_alerts_time_to_resolve_seconds",
+    "From an incident's opening to its resolution.", buckets=RESPONSE_BUCKETS)
+escalation_steps = Counter(
+    "opsplane_alerts_escalation_steps_total",
+    "Escalation steps taken, by kind (schedule, user, group, channel, wait).", ["kind"])
+acknowledgements = Counter(
+    "opsplane_alerts_acknowledgements_total",
+    "Incidents acknowledged, by where it was done (board, api, link, page).", ["via"])
+exhausted = Counter(
+    "opsplane_alerts_escalations_exhausted_total",
+    "Incidents that walked their escalation policy to the end with nobody acknowledging.")
+
+
+def on_commit(metric_call):
+    transaction.on_commit(metric_call)
+
+
+def observe_resolved(incident, now):
+    seconds = max((now - incident.opened_at).total_seconds(), 0)
+    on_commit(lambda: time_to_resolve.observe(seconds))
 
 
 def count_received(integration, result):

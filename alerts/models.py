@@ -86,6 +86,10 @@ class Integration(models.Model):
                     "unless it is posted again (Alertmanager's resolve_timeout). 0: never."))
     last_seen_at = models.DateTimeField(null=True, blank=True)
     heartbeat_missing_since = models.DateTimeField(null=True, blank=True)
+    escalation_policy = models.ForeignKey(
+        "alerts.EscalationPolicy", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="integrations", verbose_name=_("escalation policy"),
+        help_text=_("Walked by this integration's incidents when their route names none."))
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -272,10 +276,10 @@ class Incident(models.Model):
     """An aggregation group: the alerts one route groups together by its group labels.
 
     Timers as in Alertmanager: the first flush ``group_wait`` after opening, then one
-    every ``group_interval`` while the incident is open (``next_flush_at``). What the
-    last notification said (``notified_firing``/``notified_resolved``, fingerprints)
-    decides whether a flush sends anything; ``round`` numbers the notifications and is
-    part of each one's idempotency key.
+    every ``group_interval`` while the incident is open (``next_flush_at``). What each
+    receiver was last told (``NotificationLog``) decides whether a flush sends it
+    anything; ``round`` numbers the flushes that notified someone and is part of each
+    message's idempotency key.
     """
 
     class Status(models.TextChoices):
@@ -308,10 +312,20 @@ class Incident(models.Model):
     next_flush_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_flush_at = models.DateTimeField(null=True, blank=True)
     last_notified_at = models.DateTimeField(null=True, blank=True)
-    notified_firing = models.JSONField(default=list, blank=True)
-    notified_resolved = models.JSONField(default=list, blank=True)
     round = models.PositiveIntegerField(default=0)
     alerts = models.ManyToManyField(Alert, through="IncidentAlert", related_name="incidents")
+    # Escalation (alerts/escalation.py). A new incident is due at once: the first tick
+    # picks its policy (cycle 0 -> 1). An ack, a snooze or the resolution stops it; the
+    # end of an ack timeout or a snooze, and an unack, start a new cycle.
+    escalation_policy = models.ForeignKey("alerts.EscalationPolicy", null=True, blank=True,
+                                          on_delete=models.SET_NULL, related_name="+")
+    escalation_cycle = models.PositiveIntegerField(default=0)
+    escalation_repeat = models.PositiveIntegerField(default=0)
+    escalation_step = models.PositiveIntegerField(default=0)
+    next_escalation_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    ack_until = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    exhausted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -328,6 +342,21 @@ class Incident(models.Model):
                 | (~Q(status="resolved") & Q(resolved_at__isnull=True)),
                 name="alerts_incident_resolved_at_when_resolved",
             ),
+            # Only a triggered incident escalates; only an acknowledged one waits for
+            # its ack timeout or snooze to end.
+            models.CheckConstraint(
+                condition=Q(status="triggered") | Q(next_escalation_at__isnull=True),
+                name="alerts_incident_escalates_when_triggered",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="acknowledged")
+                | Q(ack_until__isnull=True, snoozed_until__isnull=True),
+                name="alerts_incident_ack_timers_when_acknowledged",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_escalation_at"], name="alerts_incident_escalation_due",
+                         condition=Q(next_escalation_at__isnull=False)),
         ]
 
     def __str__(self):
@@ -357,6 +386,35 @@ class IncidentAlert(models.Model):
         return f"alert {self.alert_id} in incident {self.incident_id}"
 
 
+class NotificationLog(models.Model):
+    """Alertmanager's notification log: what one receiver of an incident was last told
+    (fingerprints of the firing and resolved alerts, when, in which round). Alertmanager
+    keys it by receiver, integration and group; here a receiver is one notification
+    channel (our integrations), and "" the record-only receiver of a route without a
+    channel for the incident's severity. So a channel added to a receiver later hears the
+    current firing set, one whose message was given up on hears it again, the others
+    nothing new; repeat_interval runs on each receiver's own clock."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE,
+                                 related_name="receiver_logs")
+    receiver = models.CharField(max_length=100, blank=True)
+    firing = models.JSONField(default=list, blank=True)
+    resolved = models.JSONField(default=list, blank=True)
+    notified_at = models.DateTimeField()
+    round = models.PositiveIntegerField()
+    # The outbox row (opsplane.notify) of the last message, when one was queued.
+    outbox_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "receiver"],
+                                    name="alerts_notificationlog_unique"),
+        ]
+
+    def __str__(self):
+        return f"incident {self.incident_id} → {self.receiver or '(recorded)'}"
+
+
 class IncidentEvent(models.Model):
     class Kind(models.TextChoices):
         OPENED = "opened", _("opened")
@@ -365,6 +423,9 @@ class IncidentEvent(models.Model):
         ACKNOWLEDGED = "acknowledged", _("acknowledged")
         UNACKNOWLEDGED = "unacknowledged", _("unacknowledged")
         RESOLVED = "resolved", _("resolved")
+        ESCALATED = "escalated", _("escalation step")
+        SNOOZED = "snoozed", _("snoozed")
+        EXHAUSTED = "exhausted", _("escalation policy exhausted")
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField()
@@ -410,3 +471,95 @@ class Notification(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class EscalationPolicy(models.Model):
+    """Who is paged, in what order, until someone acknowledges: ordered steps, walked
+    once and then ``repeat`` more times (alerts/escalation.py)."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    description = models.CharField(_("description"), max_length=300, blank=True)
+    repeat = models.PositiveSmallIntegerField(
+        _("repeat"), default=0,
+        help_text=_("Walk the steps this many more times when nobody acknowledged."))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("escalation policy")
+        verbose_name_plural = _("escalation policies")
+
+    def __str__(self):
+        return self.name
+
+
+class EscalationStep(models.Model):
+    """One step of a policy: notify someone, or wait. A target deleted later leaves the
+    step in place (it notifies nobody, and the timeline says so)."""
+
+    class Kind(models.TextChoices):
+        SCHEDULE = "schedule", _("Notify who is on call on a schedule")
+        USER = "user", _("Notify a user")
+        GROUP = "group", _("Notify a group")
+        CHANNEL = "channel", _("Notify a channel")
+        WAIT = "wait", _("Wait")
+
+    policy = models.ForeignKey(EscalationPolicy, on_delete=models.CASCADE,
+                               related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    schedule = models.ForeignKey("oncall.Schedule", null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+",
+                                 verbose_name=_("schedule"))
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+",
+                             verbose_name=_("user"))
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", verbose_name=_("group"))
+    channel = models.ForeignKey("opsplane.Channel", null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+",
+                                verbose_name=_("channel"))
+    wait_minutes = models.PositiveIntegerField(_("minutes"), default=0)
+
+    class Meta:
+        ordering = ["policy", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "position"],
+                                    name="alerts_escalationstep_position_unique"),
+            models.CheckConstraint(condition=~Q(kind="wait") | Q(wait_minutes__gte=1),
+                                   name="alerts_escalationstep_wait_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.policy} #{self.position + 1} {self.kind}"
+
+    @property
+    def target(self):
+        """The schedule, user, group or channel (None for a wait or a deleted target)."""
+        return {self.Kind.SCHEDULE: self.schedule, self.Kind.USER: self.user,
+                self.Kind.GROUP: self.group, self.Kind.CHANNEL: self.channel}.get(self.kind)
+
+
+class OnCallContact(models.Model):
+    """How escalation reaches one person: the channels to send to, and the handles that
+    @mention them there (mobile for DingTalk, WeCom and SMS; a chat user id for Feishu,
+    Slack and WeCom; an address for e-mail, the account's own when empty)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="oncall_contact")
+    mobile = models.CharField(_("mobile"), max_length=20, blank=True)
+    email = models.EmailField(_("e-mail"), blank=True)
+    chat_id = models.CharField(_("chat user id"), max_length=100, blank=True,
+                               help_text=_("Feishu ou_…, Slack U…, or WeCom user id."))
+    channels = models.ManyToManyField("opsplane.Channel", blank=True, related_name="+",
+                                      verbose_name=_("notify me through"))
+
+    class Meta:
+        verbose_name = _("on-call contact")
+        verbose_name_plural = _("on-call contacts")
+
+    def __str__(self):
+        return f"contact of {self.user_id}"

@@ -1,6 +1,7 @@
 """The one place the alerts app talks to the notification layer (``opsplane.notify``).
 
-A flush calls ``send()`` inside its transaction with the incident locked: it writes one
+A flush calls ``send()`` inside its transaction with the incident locked, for the
+channels (receivers) that have something new to hear: it writes one
 ``alerts.Notification`` per channel (our record of the round, shown on the incident
 page) and hands each message to ``opsplane.notify.services.enqueue`` under the same
 idempotency key, ``alerts:incident:<id>:round:<n>:channel:<name>``. Both are unique per
@@ -71,30 +72,30 @@ def build_message(incident, *, firing, resolved):
 
 
 def send(incident, *, receiver, channels, firing, resolved, now):
-    """Queue this round's message to ``channels`` (names); returns how many were queued.
-    Call inside the flush's transaction."""
+    """Queue this round's message to ``channels`` (names; none: record the round only).
+    Returns {channel name ("" when recorded): its ``Notification``}. Call inside the
+    flush's transaction."""
     message = build_message(incident, firing=firing, resolved=resolved)
     base = f"alerts:incident:{incident.pk}:round:{incident.round}"
     common = {"incident": incident, "round": incident.round, "receiver": receiver,
               "firing": len(firing), "resolved": len(resolved), "title": message.title,
               "text": message.text, "created_at": now}
     if not channels:
-        Notification.objects.get_or_create(
+        row, _created = Notification.objects.get_or_create(
             key=f"{base}:recorded",
             defaults={**common, "channel_name": "", "status": Notification.Status.RECORDED})
-        return 0
+        return {"": row}
     found = {c.name: c for c in Channel.objects.filter(name__in=list(channels))}
-    queued = 0
+    rows = {}
     for name in dict.fromkeys(channels):
         key = f"{base}:channel:{name}"
         channel = found.get(name)
         if channel is None:
-            Notification.objects.get_or_create(key=key, defaults={
+            rows[name], _created = Notification.objects.get_or_create(key=key, defaults={
                 **common, "channel_name": name, "status": Notification.Status.NO_CHANNEL})
             continue
-        row = enqueue(channel, message, key=key, ref=f"incident:{incident.pk}")
-        Notification.objects.get_or_create(key=key, defaults={
+        outbox = enqueue(channel, message, key=key, ref=f"incident:{incident.pk}")
+        rows[name], _created = Notification.objects.get_or_create(key=key, defaults={
             **common, "channel_name": name, "status": Notification.Status.QUEUED,
-            "outbox_id": row.pk})
-        queued += 1
-    return queued
+            "outbox_id": outbox.pk})
+    return rows

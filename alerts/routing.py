@@ -63,7 +63,7 @@ DEFAULT_SEVERITY_CHANNELS = {"critical": ("chat", "sms"), "warning": ("chat",), 
 
 ROUTE_FIELDS = {"receiver", "group_by", "continue", "matchers", "match", "match_re",
                 "group_wait", "group_interval", "repeat_interval", "mute_time_intervals",
-                "active_time_intervals", "routes", "severity_channels"}
+                "active_time_intervals", "routes", "severity_channels", "escalation"}
 SECTIONS = {"route", "receivers", "inhibit_rules", "time_intervals", "mute_time_intervals",
             "severity_channels"}
 RECEIVER_FIELDS = {"name", "channels", "send_resolved"}
@@ -168,6 +168,8 @@ class Route:
     active_time_intervals: tuple = ()
     routes: list = field(default_factory=list)
     depth: int = 0
+    # The escalation policy (by name) its incidents walk; inherited like the receiver.
+    escalation: str = ""
 
     def match(self, labels):
         """Depth-first, first match unless ``continue``; Alertmanager's Route.Match."""
@@ -208,6 +210,9 @@ class RoutingTree:
     time_intervals: dict
     source: str = ""
     version: int = 0
+    # [(path, policy name)] for every route that names one (checked against the
+    # database by alerts.escalation.check_tree).
+    escalation_refs: list = field(default_factory=list)
 
     def __post_init__(self):
         self.routes = {route.key: route for route in self.root.walk()}
@@ -253,6 +258,7 @@ class RoutingTree:
 class _Parser:
     def __init__(self):
         self.errors = []
+        self.escalation_refs = []
 
     def error(self, path, message):
         self.errors.append((path, message))
@@ -382,6 +388,12 @@ class _Parser:
                     self.error(f"{path}.{name}", f"undefined time interval {ref!r}")
             time_names[name] = tuple(names)
         inherited_channels = parent.severity_channels if parent else DEFAULT_SEVERITY_CHANNELS
+        escalation = data.get("escalation")
+        if escalation is not None and (not isinstance(escalation, str) or not escalation.strip()):
+            self.error(f"{path}.escalation", "expected an escalation policy name")
+            escalation = None
+        if escalation:
+            self.escalation_refs.append((f"{path}.escalation", escalation.strip()))
         route = Route(
             key=key, path=path, matchers=matchers, cont=cont,
             receiver=receiver or (parent.receiver if parent else ""),
@@ -389,6 +401,7 @@ class _Parser:
             severity_channels=self.severity_channels(
                 data.get("severity_channels"), f"{path}.severity_channels", inherited_channels),
             **time_names, depth=parent.depth + 1 if parent else 0,
+            escalation=(escalation or "").strip() or (parent.escalation if parent else ""),
         )
         children = data.get("routes")
         if children is not None and not isinstance(children, list):
@@ -515,62 +528,5 @@ def parse(text, *, version=0):
     if parser.errors:
         raise ConfigError(parser.errors)
     return RoutingTree(root=root, receivers=receivers, inhibit_rules=rules,
-                       time_intervals=intervals, source=text, version=version)
-
-
-# --- import from a real alertmanager.yml ----------------------------------------------------
-
-# Alertmanager's default send_resolved per integration type.
-_SEND_RESOLVED_DEFAULT = {
-    "email_configs": False, "slack_configs": False, "wechat_configs": False,
-    "pushover_configs": True, "webhook_configs": True, "pagerduty_configs": True,
-    "opsgenie_configs": True, "victorops_configs": True, "sns_configs": True,
-    "telegram_configs": True, "discord_configs": True, "msteams_configs": True,
-    "webex_configs": True, "msteamsv2_configs": True, "jira_configs": True,
-    "rocketchat_configs": True,
-}
-_IMPORTED = ("route", "receivers", "inhibit_rules", "time_intervals", "mute_time_intervals")
-
-
-def import_alertmanager(text):
-    """An ``alertmanager.yml`` -> (our YAML text, notes). Keeps ``route``, ``receivers``,
-    ``inhibit_rules`` and ``time_intervals``; a receiver sends to the channel of its
-    name (its Alertmanager integrations are listed in the notes, not imported). Raises
-    ``ConfigError`` when the result does not validate."""
-    try:
-        config = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([("alertmanager.yml", f"not valid YAML: {exc}")]) from None
-    if not isinstance(config, dict) or "route" not in config:
-        raise ConfigError([("alertmanager.yml", "expected a mapping with a route section")])
-    notes = []
-    dropped = [str(k) for k in config if k not in _IMPORTED]
-    if dropped:
-        notes.append("Not imported (not about routing): " + ", ".join(dropped) + ".")
-    result = {"route": config["route"]}
-    receivers = []
-    for item in config.get("receivers") or []:
-        if not isinstance(item, dict):
-            continue
-        name = item.get("name")
-        kinds = sorted(k for k in item if k.endswith("_configs") and item[k])
-        send_resolved = True
-        if kinds:
-            send_resolved = any(
-                (cfg.get("send_resolved", _SEND_RESOLVED_DEFAULT.get(kind, True))
-                 if isinstance(cfg, dict) else True)
-                for kind in kinds for cfg in item[kind])
-            notes.append(f"Receiver {name}: its {', '.join(kinds)} are not imported; it sends "
-                         f"to the channel named “{name}”.")
-        receivers.append({"name": name, "channels": [name], "send_resolved": send_resolved})
-    if receivers:
-        result["receivers"] = receivers
-    if config.get("inhibit_rules"):
-        result["inhibit_rules"] = config["inhibit_rules"]
-    intervals = list(config.get("time_intervals") or []) + list(
-        config.get("mute_time_intervals") or [])
-    if intervals:
-        result["time_intervals"] = intervals
-    out = yaml.safe_dump(result, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    parse(out)
-    return out, notes
+                       time_intervals=intervals, source=text, version=version,
+                       escalation_refs=parser.escalation_refs)

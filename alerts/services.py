@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from alerts import intake, routing, states
+from alerts import intake, live, routing, states
 from alerts import matchers as m
 from alerts.models import (
     Alert,
@@ -86,7 +86,7 @@ def integration_for_token(token):
 
 
 INTEGRATION_FIELDS = ("name", "kind", "description", "enabled", "hmac_timestamp_header",
-                      "heartbeat_minutes", "resolve_timeout_minutes")
+                      "heartbeat_minutes", "resolve_timeout_minutes", "escalation_policy")
 
 
 def save_integration(integration, data, *, hmac_secret=None, clear_secret=False, by,
@@ -169,8 +169,10 @@ def validate_routing(source):
         tree = routing.parse(source)
     except routing.ConfigError as exc:
         raise ValidationError({"source": [f"{path}: {msg}" for path, msg in exc.errors]}) from None
+    from alerts.escalation import check_tree
     from alerts.notifications import known_channels
 
+    check_tree(tree)  # every `escalation:` must name a policy
     names = tree.channel_names()
     missing = sorted(names - known_channels(names))
     warnings = [_("No notification channel is named “%(name)s” yet: notifications for it "
@@ -240,17 +242,55 @@ def reroute(tree, now):
 
 
 def import_alertmanager(text):
-    """An alertmanager.yml -> (our YAML, notes, channel names that do not exist).
-    Raises ``ValidationError`` naming each problem's path."""
-    try:
-        source, notes = routing.import_alertmanager(text)
-    except routing.ConfigError as exc:
-        raise ValidationError({"source": [f"{path}: {msg}" for path, msg in exc.errors]}) from None
-    tree, _warnings = validate_routing(source)
+    """An alertmanager.yml -> (``amimport.Imported``, the planned channels that do not
+    exist yet, the names of those that do). Nothing is saved. Raises
+    ``ValidationError`` naming each problem's path."""
+    from alerts import amimport
     from alerts.notifications import known_channels
 
-    names = tree.channel_names()
-    return source, notes, sorted(names - known_channels(names))
+    try:
+        imported = amimport.convert(text)
+    except routing.ConfigError as exc:
+        raise ValidationError({"source": [f"{path}: {msg}" for path, msg in exc.errors]}) from None
+    validate_routing(imported.source)
+    existing = known_channels(plan.name for plan in imported.channels)
+    return (imported, [plan for plan in imported.channels if plan.name not in existing],
+            sorted(existing))
+
+
+def apply_import(text, *, by, comment="", request=None, now=None):
+    """Import an alertmanager.yml in one transaction: create the channels its receivers
+    need that do not exist yet (an existing channel is never touched; placeholders are
+    made disabled), then save the tree as a new version. Creating channels is an
+    admin's right, saving the tree on-call's. Returns (config, created channels,
+    warnings)."""
+    from opsplane.notify import services as notify
+    from opsplane.notify.models import Channel
+
+    _require(can_respond(by))
+    imported, create, _existing = import_alertmanager(text)
+    if create and not notify.can_manage(by):
+        raise PermissionDenied(_("Only admins may create notification channels: ask one to "
+                                 "import this configuration."))
+    with transaction.atomic():
+        created = []
+        for plan in create:
+            data = {"name": plan.name, "kind": plan.kind, "enabled": plan.enabled,
+                    "description": plan.description, "config": plan.config}
+            try:
+                created.append(notify.save_channel(Channel(), data, by=by, request=request,
+                                                   secret_fields=plan.secret_fields))
+            except ValidationError as exc:  # its messages never quote a secret
+                raise ValidationError({"source": [f"{plan.receiver} ({plan.origin}): {msg}"
+                                                  for msg in exc.messages]}) from None
+        config, warnings = save_routing(
+            imported.source, by=by, request=request, now=now,
+            comment=comment or _("Imported from alertmanager.yml"))
+        audit.record("alert_routing.import", by=by, obj=config, request=request, detail={
+            "version": config.version,
+            "channels_created": [c.name for c in created if c.enabled],
+            "placeholders_created": [c.name for c in created if not c.enabled]})
+    return config, created, warnings
 
 
 def explain(labels, *, now=None, tree=None):
@@ -402,20 +442,7 @@ def release_silenced(now):
 # --- incidents ---------------------------------------------------------------------------------
 
 
-def acknowledge(incident, *, by, request=None, now=None):
-    _require(can_respond(by))
-    now = now or timezone.now()
-    with transaction.atomic():
-        return states.transition(incident, Incident.Status.ACKNOWLEDGED, now=now, by=by,
-                                 request=request, acknowledged_at=now, acknowledged_by=by)
-
-
-def unacknowledge(incident, *, by, request=None, now=None):
-    _require(can_respond(by))
-    now = now or timezone.now()
-    with transaction.atomic():
-        return states.transition(incident, Incident.Status.TRIGGERED, now=now, by=by,
-                                 request=request, acknowledged_at=None, acknowledged_by=None)
+# Acknowledge, unacknowledge, resolve and snooze: alerts/incidents.py.
 
 
 # --- beat: expiry and heartbeats ------------------------------------------------------------------
@@ -436,6 +463,9 @@ def expire(now=None, *, batch=2000):
         AlertEvent.objects.bulk_create([
             AlertEvent(alert=a, at=now, kind=AlertEvent.Kind.EXPIRED,
                        detail={"ends_at": a.ends_at.isoformat()}) for a in alerts])
+        if alerts:
+            live.board_changed(IncidentAlert.objects.filter(
+                alert__in=alerts, active=True).values_list("incident_id", flat=True))
     for silence in Silence.objects.filter(applied_at__isnull=True, starts_at__lte=now,
                                           ends_at__gt=now):
         with transaction.atomic():

@@ -10,15 +10,19 @@ import yaml
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Exists, OuterRef, Q, When
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from alerts import filters, services
+from alerts import incidents as actions
 from alerts import matchers as m
 from alerts.forms import (
     ImportForm,
@@ -29,8 +33,11 @@ from alerts.forms import (
     SilenceForm,
 )
 from alerts.models import (
+    SEVERITY_RANK,
     Alert,
+    AlertEvent,
     Incident,
+    IncidentAlert,
     IncidentEvent,
     Integration,
     Notification,
@@ -131,44 +138,277 @@ def incident_list(request):
     params = request.GET.copy()
     params.setdefault("status", "open")
     incidents = filters.incidents(
-        Incident.objects.annotate(
-            firing=Count("members", filter=Q(members__active=True,
-                                             members__alert__status=Alert.Status.FIRING)),
-            total=Count("members")).order_by("-opened_at", "-pk"),
-        params)
+        _with_counts(Incident.objects.all()).order_by("-opened_at", "-pk"), params)
     page, query = _page(request, incidents)
     return render(request, "alerts/incident_list.html", {
         "page": page, "query": query, "params": params, "severities": Severity.choices,
         "statuses": [("open", _("open")), *Incident.Status.choices, ("all", _("all"))],
+        "can_respond": actions.can_act(request.user),
     })
+
+
+def _incident_hosts(alerts, now, shown=3):
+    """Host panels (``_host_panel``) for the distinct hosts of ``alerts``: the inventory
+    host, else one named or addressed like the alert's host label (it may have joined
+    the inventory after the alert came)."""
+    from cmdb.models import Host
+
+    hosts, hints = {}, []
+    for alert in alerts:
+        if alert.host is not None:
+            hosts.setdefault(alert.host.pk, alert.host)
+        elif alert.host_hint and alert.host_hint not in hints:
+            hints.append(alert.host_hint)
+    if hints and len(hosts) < shown:
+        for host in Host.objects.filter(Q(name__in=hints) | Q(address__in=hints)) \
+                .select_related("environment")[:shown]:
+            hosts.setdefault(host.pk, host)
+    panels = [_host_panel(host, now) for host in list(hosts.values())[:shown]]
+    unknown = [] if hosts else hints[:shown]
+    return panels, unknown
+
+
+def _plain(detail):
+    """An event's detail for people: lists and mappings as text, empty values left out."""
+    shown = {}
+    for name, value in detail.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        if value not in ("", None):
+            shown[name] = value
+    return shown
+
+
+def _timeline(incident, alerts, limit=300):
+    """The incident's events, its alerts' events and the notifications sent about it
+    (with the outbox's delivery state), in time order; the newest ``limit`` of each."""
+    from opsplane.notify.models import Notification as Outbox
+
+    entries = []
+    # Newest first to cut at ``limit``; the final sort is stable, so equal times keep
+    # the order they were written in.
+    events = IncidentEvent.objects.filter(incident=incident).select_related("actor") \
+        .order_by("-at", "-pk")[:limit]
+    for e in reversed(list(events)):
+        detail = dict(e.detail)
+        detail.pop("from", None)
+        via = detail.pop("via", "")
+        entries.append({"at": e.at, "source": "incident", "kind": e.kind,
+                        "what": e.get_kind_display(), "actor": e.actor, "via": via,
+                        "detail": _plain(detail)})
+    names = {a.pk: a.alertname or a.fingerprint[:12] for a in alerts}
+    events = AlertEvent.objects.filter(alert_id__in=list(names)).order_by("-at", "-pk")[:limit]
+    for e in reversed(list(events)):
+        detail = {k: v for k, v in e.detail.items()
+                  if k not in ("receipt", "incidents", "first_seen")}
+        entries.append({"at": e.at, "source": "alert", "kind": e.kind,
+                        "what": e.get_kind_display(), "alert": names[e.alert_id],
+                        "alert_id": e.alert_id, "detail": _plain(detail)})
+    sent = list(Outbox.objects.filter(ref=f"incident:{incident.pk}")
+                .select_related("channel").order_by("-created_at", "-pk")[:limit])[::-1]
+    queued = {row.pk for row in sent}
+    for row in sent:
+        entries.append({"at": row.created_at, "source": "notification", "kind": row.state,
+                        "what": row.payload.get("title", "") if isinstance(row.payload, dict)
+                        else "", "channel": row.channel.name, "state": row.get_state_display(),
+                        "attempts": row.attempts, "sent_at": row.sent_at})
+    # Rounds that reached no channel are recorded here only.
+    for n in reversed(list(Notification.objects.filter(incident=incident)
+                           .order_by("-created_at", "-pk")[:limit])):
+        if n.outbox_id in queued:
+            continue
+        entries.append({"at": n.created_at, "source": "notification", "kind": n.status,
+                        "what": n.title, "channel": n.channel_name or "—",
+                        "state": n.get_status_display()})
+    order = {"alert": 0, "incident": 1, "notification": 2}
+    entries.sort(key=lambda entry: (entry["at"], order[entry["source"]]))
+    return entries
 
 
 @role_required(*VIEWERS)
 def incident_detail(request, pk):
-    incident = get_object_or_404(Incident.objects.select_related("acknowledged_by"), pk=pk)
+    incident = get_object_or_404(
+        Incident.objects.select_related("acknowledged_by", "escalation_policy"), pk=pk)
+    now = timezone.now()
     tree = current_tree()
     route = tree.route(incident.route_key)
     receiver, channels, _sr = tree.targets(route, incident.severity) if route else ("", (), True)
+    alerts = list(services.incident_alerts(incident).select_related("silenced_by"))
+    host_panels, unknown_hosts = _incident_hosts(alerts, now)
     return render(request, "alerts/incident_detail.html", {
         "incident": incident, "route": route, "receiver": receiver, "channels": channels,
-        "muted_by_time": tree.muted_by_time(route, timezone.now()) if route else "",
-        "alerts": services.incident_alerts(incident).select_related("silenced_by"),
-        "events": IncidentEvent.objects.filter(incident=incident).select_related("actor"),
-        "notifications": Notification.objects.filter(incident=incident),
-        "can_respond": services.can_respond(request.user), "now": timezone.now(),
+        "muted_by_time": tree.muted_by_time(route, now) if route else "",
+        "alerts": alerts, "timeline": _timeline(incident, alerts),
+        "host_panels": host_panels, "unknown_hosts": unknown_hosts,
+        "can_respond": actions.can_act(request.user), "now": now,
+        "snooze_minutes": SNOOZE_MINUTES, "ack_timeouts": ACK_TIMEOUT_MINUTES,
     })
+
+
+def _with_counts(incidents):
+    return incidents.annotate(
+        firing=Count("members", filter=Q(members__active=True,
+                                         members__alert__status=Alert.Status.FIRING)),
+        total=Count("members"))
 
 
 @require_POST
 @role_required(Role.ONCALL)
 def incident_action(request, pk, action):
+    """Acknowledge, unacknowledge, resolve or snooze (``minutes``) an incident from the
+    incident list (htmx: answers the incident's row) or a plain form (back to the
+    incident). ``alerts.incidents`` holds the rules."""
     incident = get_object_or_404(Incident, pk=pk)
-    act = services.acknowledge if action == "acknowledge" else services.unacknowledge
+    options = {"minutes": request.POST.get("minutes")} if action == "snooze" else {}
+    error = ""
     try:
-        act(incident, by=request.user, request=request)
-    except DomainError as exc:
-        messages.error(request, str(exc))
+        actions.ACTIONS[action](incident, request.user, via="page", request=request,
+                                **options)
+    except actions.AlreadyDone as exc:
+        error = str(exc)
+    except (DomainError, ValidationError) as exc:
+        error = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+    if request.htmx:
+        row = _with_counts(Incident.objects.filter(pk=pk)).get()
+        response = render(request, "alerts/_incident_row.html",
+                          {"i": row, "error": error, "can_respond": True})
+        patch_vary_headers(response, ["HX-Request"])
+        return response
+    if error:
+        messages.error(request, error)
     return redirect("alerts:incident", pk=incident.pk)
+
+
+# --- the live board ----------------------------------------------------------------------------
+
+BOARD_PAGE = 100
+BOARD_STATUSES = (Incident.Status.TRIGGERED, Incident.Status.ACKNOWLEDGED)
+SNOOZE_MINUTES = (15, 30, 60, 120, 240)
+ACK_TIMEOUT_MINUTES = (30, 60, 120, 240)
+
+
+def _board_filters(params):
+    """The board's filters as given (``status``, ``severity``, ``q``), without the rest."""
+    return {name: params.get(name, "").strip() for name in ("status", "severity", "q")
+            if params.get(name, "").strip()}
+
+
+def _board_incidents(filters_):
+    """Open incidents, triggered before acknowledged, then by severity, newest first."""
+    incidents = Incident.objects.filter(status__in=Incident.OPEN)
+    if filters_.get("status") in BOARD_STATUSES:
+        incidents = incidents.filter(status=filters_["status"])
+    if filters_.get("severity") in Severity.values:
+        incidents = incidents.filter(severity=filters_["severity"])
+    if q := filters_.get("q"):
+        on_host = IncidentAlert.objects.filter(
+            Q(alert__host__name__icontains=q) | Q(alert__host_hint__icontains=q),
+            incident=OuterRef("pk"), active=True)
+        incidents = incidents.filter(Q(title__icontains=q) | Exists(on_host))
+    return incidents.select_related("acknowledged_by").annotate(
+        firing=Count("members", filter=Q(members__active=True,
+                                         members__alert__status=Alert.Status.FIRING)),
+        status_rank=Case(When(status=Incident.Status.TRIGGERED, then=0), default=1),
+        severity_rank=Case(*(When(severity=s, then=-rank) for s, rank in SEVERITY_RANK.items()),
+                           default=0),
+    ).order_by("status_rank", "severity_rank", "-opened_at", "-pk")
+
+
+def _attach_hosts(incidents, shown=3):
+    """``incident.hosts``: the names (inventory name, else the alert's host label) of the
+    hosts its active alerts are about, firing first; one query for the whole page."""
+    by_incident = {i.pk: [] for i in incidents}
+    rows = (IncidentAlert.objects.filter(incident__in=list(by_incident), active=True)
+            .order_by("incident_id", "alert__status", "alert__host__name", "alert__host_hint")
+            .values_list("incident_id", "alert__host__name", "alert__host_hint"))
+    for incident_id, name, hint in rows:
+        host = name or hint
+        if host and host not in by_incident[incident_id]:
+            by_incident[incident_id].append(host)
+    for incident in incidents:
+        hosts = by_incident[incident.pk]
+        incident.hosts, incident.more_hosts = hosts[:shown], max(0, len(hosts) - shown)
+
+
+def _board_context(request, params):
+    filters_ = _board_filters(params)
+    page = Paginator(_board_incidents(filters_), BOARD_PAGE).get_page(params.get("page"))
+    _attach_hosts(page.object_list)
+    query = urlencode(filters_)
+    return {
+        "page": page, "params": filters_, "query": query, "filtered": bool(filters_),
+        "severities": Severity.choices,
+        "statuses": [("", _("open")), *((s.value, s.label) for s in BOARD_STATUSES)],
+        "triggered": Incident.objects.filter(status=Incident.Status.TRIGGERED).count(),
+        "can_respond": actions.can_act(request.user),
+    }
+
+
+@role_required(*VIEWERS)
+def board(request):
+    """What on-call staff keep open: open incidents, live (``ws/alerts/board/`` tells
+    ``static/alerts/board.js`` when to refetch the ``body`` partial), keyboard-driven."""
+    template = "alerts/board.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#body"
+    response = render(request, template, _board_context(request, request.GET))
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+DONE = {"acknowledge": _lazy("#%(id)s acknowledged."),
+        "unacknowledge": _lazy("#%(id)s is triggered again."),
+        "resolve": _lazy("#%(id)s resolved."), "snooze": _lazy("#%(id)s snoozed.")}
+
+
+def _minutes(value, allowed):
+    try:
+        minutes = int(value)
+    except (TypeError, ValueError):
+        return None
+    return minutes if minutes in allowed else None
+
+
+@require_POST
+@role_required(*VIEWERS)
+def board_action(request, pk, action):
+    """Acknowledge, unacknowledge, resolve or snooze from the board (htmx: answers the
+    board's ``body`` partial, filtered as the query string says) or from the incident
+    page (a plain form, ``next=incident``: back there). ``alerts.incidents`` holds the
+    rules and checks the role."""
+    if action not in actions.ACTIONS:
+        raise Http404
+    incident = get_object_or_404(Incident, pk=pk)
+    from_page = request.POST.get("next") == "incident"
+    options = {"via": "page" if from_page else "board", "request": request}
+    if action == "acknowledge":
+        options["timeout"] = _minutes(request.POST.get("timeout"), ACK_TIMEOUT_MINUTES)
+    elif action == "snooze":
+        options["minutes"] = _minutes(request.POST.get("minutes"), SNOOZE_MINUTES)
+    error = done = ""
+    try:
+        actions.ACTIONS[action](incident, request.user, **options)
+    except actions.AlreadyDone as exc:  # a second click: nothing changed, say so
+        done = str(exc)
+    except (DomainError, ValidationError) as exc:
+        error = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+    else:
+        done = DONE[action] % {"id": incident.pk}
+    if request.htmx:
+        context = _board_context(request, request.GET)
+        context.update(error=error, flash=done)
+        response = render(request, "alerts/board.html#body", context)
+        patch_vary_headers(response, ["HX-Request"])
+        return response
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, done)
+    if from_page:
+        return redirect("alerts:incident", pk=incident.pk)
+    return redirect(f"{reverse('alerts:board')}?{urlencode(_board_filters(request.GET))}")
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -207,26 +447,57 @@ def routes(request):
     })
 
 
+IMPORT_SESSION_KEY = "alerts_import"
+
+
 @role_required(Role.ONCALL)
 def routes_import(request):
-    """Convert an alertmanager.yml; the result opens in the editor, unsaved."""
+    """Convert an alertmanager.yml and show what importing it does (the tree, the
+    channels it creates); "Import" then does it all in one transaction. Between the two
+    the pasted text (robot URLs, tokens) waits encrypted in the session: it is never sent
+    back to the browser."""
+    from opsplane import secrets as opsecrets
+    from opsplane.notify.services import can_manage
+
+    if request.method == "POST" and "apply" in request.POST:
+        text = opsecrets.decrypt(request.session.get(IMPORT_SESSION_KEY, "")).get("text", "")
+        if not text or request.POST.get("digest") != _digest(text):
+            messages.error(request, _("This import preview has expired: paste the "
+                                      "configuration again."))
+            return redirect("alerts:routes_import")
+        try:
+            config, created, warnings = services.apply_import(text, by=request.user,
+                                                              request=request)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("alerts:routes_import")
+        request.session.pop(IMPORT_SESSION_KEY, None)
+        messages.success(request, _("Imported as routing tree version %(v)d; %(n)d "
+                                    "notification channels created.")
+                         % {"v": config.version, "n": len(created)})
+        for warning in warnings:
+            messages.warning(request, warning)
+        return redirect("alerts:routes")
     form = ImportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        text = form.cleaned_data["alertmanager_yml"]
         try:
-            source, notes, unknown = services.import_alertmanager(
-                form.cleaned_data["alertmanager_yml"])
+            imported, create, existing = services.import_alertmanager(text)
         except ValidationError as exc:
             form.add_error("alertmanager_yml", exc.messages)
         else:
-            editor = RoutingForm(initial={"source": source,
-                                          "comment": _("Imported from alertmanager.yml")})
-            _src, config = current_source()
-            return render(request, "alerts/routes.html", {
-                "form": editor, "config": config, "imported": True, "notes": notes,
-                "unknown_channels": unknown, "tree": current_tree(), "can_respond": True,
-                "versions": RoutingConfig.objects.select_related("created_by")[:10],
-                "labels_form": LabelsForm()})
+            request.session[IMPORT_SESSION_KEY] = opsecrets.encrypt({"text": text})
+            return render(request, "alerts/routes_import.html", {
+                "imported": imported, "create": create, "existing": existing,
+                "digest": _digest(text), "may_create": not create or can_manage(request.user),
+                "placeholders": [plan for plan in create if plan.placeholder]})
     return render(request, "alerts/routes_import.html", {"form": form})
+
+
+def _digest(text):
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_labels(text):

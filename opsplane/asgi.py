@@ -21,11 +21,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from alerts.api import IntakeApp  # noqa: E402
 from opsplane.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # The alert intake's POSTs skip Django's middleware (alerts.api.IntakeApp).
+        "http": IntakeApp(django_asgi_app),
         # Origin checked against ALLOWED_HOSTS: a page on another site cannot open a
         # socket with the user's cookies.
         "websocket": AllowedHostsOriginValidator(

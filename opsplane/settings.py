@@ -54,6 +54,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "opsplane.middleware.TimezoneMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -192,11 +193,33 @@ CELERY_BEAT_SCHEDULE["alerts-flush"] = {"task": "alerts.flush_due", "schedule": 
 CELERY_BEAT_SCHEDULE["alerts-expire"] = {"task": "alerts.expire", "schedule": 15.0}
 CELERY_BEAT_SCHEDULE["alerts-heartbeats"] = {"task": "alerts.check_heartbeats",
                                              "schedule": 60.0}
+# Escalation steps, ack timeouts and snooze ends advance on this tick (state in the
+# database, alerts/escalation.py); one-click ack links in its messages last this long.
+OPSPLANE_ESCALATION_TICK_SECONDS = env.env_int("OPSPLANE_ESCALATION_TICK_SECONDS", 15, minimum=1)
+CELERY_BEAT_SCHEDULE["alerts-escalate"] = {"task": "alerts.escalate",
+                                           "schedule": float(OPSPLANE_ESCALATION_TICK_SECONDS)}
+OPSPLANE_ACK_LINK_MAX_AGE = env.env_int("OPSPLANE_ACK_LINK_MAX_AGE_SECONDS", 24 * 3600,
+                                        minimum=60)
+# Resolved incidents and alerts are deleted this many days after they ended (0: kept
+# for ever); open incidents and their alerts never are.
+OPSPLANE_ALERT_RETENTION_DAYS = env.env_int("OPSPLANE_ALERT_RETENTION_DAYS", 90, minimum=0)
+CELERY_BEAT_SCHEDULE["alerts-prune"] = {"task": "alerts.prune", "schedule": 600.0}
 # The intake refuses larger bodies with 413 (on their Content-Length, before parsing).
 OPSPLANE_ALERTS_MAX_BODY_BYTES = env.env_int("OPSPLANE_ALERTS_MAX_BODY_BYTES", 10 * 1024 * 1024,
                                              minimum=1024)
 # The address people reach the web UI at: links in notifications are built on it.
 OPSPLANE_BASE_URL = os.environ.get("OPSPLANE_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# --- approvals -------------------------------------------------------------------------
+
+# Notification channels (names) that hear about requests no policy matched (the protected
+# environments' default); a policy names its own channels.
+APPROVALS_DEFAULT_CHANNELS = env.env_list("OPSPLANE_APPROVALS_CHANNELS", [])
+# The e-mail channel (a name) that mails approvers and authors personally; "": no mail.
+APPROVALS_EMAIL_CHANNEL = os.environ.get("OPSPLANE_APPROVALS_EMAIL_CHANNEL", "").strip()
+# Panels the inbox and the request page load beside a subject (htmx, lazily): URL names
+# reversed with the subject's id. Set here because approvals imports no other app.
+APPROVALS_SUBJECT_PANELS = {"changes.change": ["alerts:subject_open_alerts"]}
 
 # --- auth, roles, sessions -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from alerts.testing import (
 
 pytestmark = pytest.mark.django_db
 
+
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
@@ -309,3 +310,62 @@ def test_end_to_end_through_the_worker_sends_once(celery_worker, admin_user, cli
     assert len(recorder.requests) == 1
     assert "[FIRING:2] HighCPU (cluster=prod)" in recorder.requests[0]["body"].decode()
     assert Notification.objects.count() == 1
+
+
+def test_each_receiver_hears_what_it_was_not_told(setup, admin_user, settings):
+    """Alertmanager's notification log is per receiver and group: a channel added to a
+    receiver after the first flush gets the current firing set, the first one nothing
+    again; a resolution reaches each once; repeat_interval runs per receiver; a message
+    the outbox gave up on is told again at the next tick, to that receiver only."""
+    integration, recorder = setup
+    settings.OPSPLANE_NOTIFY_MAX_ATTEMPTS = 1
+
+    def told():
+        return sorted((n.round, n.channel_name, n.firing, n.resolved)
+                      for n in Notification.objects.all())
+
+    with Recorder() as second:
+        webhook_channel("hook2", second.url, admin_user)
+        send(integration, T0, fire(instance="a"))
+        flush.flush_due(T0 + 30 * SEC)
+        assert told() == [(1, "hook", 1, 0)]
+        two = TREE.replace("    channels: [hook]\n  - name: quiet",
+                           "    channels: [hook, hook2]\n  - name: quiet")
+        services.save_routing(two, by=admin_user, now=T0 + MIN)
+        flush.flush_due(T0 + 5 * MIN + 30 * SEC)
+        assert told() == [(1, "hook", 1, 0), (2, "hook2", 1, 0)]
+        for minutes in (10, 15):
+            flush.flush_due(T0 + minutes * MIN + 30 * SEC)
+        assert len(told()) == 2
+        deliver_outbox()
+        assert len(recorder.requests) == 1 and len(second.requests) == 1
+        # repeat_interval (1h) on each receiver's own clock.
+        for minutes in range(20, 61, 5):
+            flush.flush_due(T0 + minutes * MIN + 30 * SEC)
+        assert told()[-1] == (3, "hook", 1, 0) and len(told()) == 3
+        flush.flush_due(T0 + 65 * MIN + 30 * SEC)
+        assert told()[-1] == (4, "hook2", 1, 0) and len(told()) == 4
+        # hook2 fails and the outbox gives up: it alone is told again at the next tick.
+        second.status = 500
+        deliver_outbox()
+        from opsplane.notify.models import Notification as Outbox
+
+        assert Outbox.objects.get(idempotency_key__endswith=":round:4:channel:hook2").state \
+            == "dead"
+        flush.flush_due(T0 + 70 * MIN + 30 * SEC)
+        assert told()[-1] == (5, "hook2", 1, 0) and len(told()) == 5
+        second.status = 200
+        deliver_outbox()
+        flush.flush_due(T0 + 75 * MIN + 30 * SEC)
+        assert len(told()) == 5
+        # The resolution: once to each receiver, then the incident closes.
+        send(integration, T0 + 76 * MIN, resolve(instance="a", end=T0 + 76 * MIN))
+        flush.flush_due(T0 + 80 * MIN + 30 * SEC)
+        assert told()[-2:] == [(6, "hook", 0, 1), (6, "hook2", 0, 1)]
+        flush.flush_due(T0 + 85 * MIN + 30 * SEC)
+        assert len(told()) == 7
+        assert Incident.objects.get().status == "resolved"
+        deliver_outbox()
+    bodies = [r["body"].decode() for r in second.requests]
+    assert sum("[RESOLVED]" in b for b in bodies) == 1
+    assert sum("[RESOLVED]" in r["body"].decode() for r in recorder.requests) == 1

@@ -2,13 +2,16 @@
 (dispatch/route_test.go), the example of its configuration docs, matchers, time
 intervals, validation that names the path, import of a real alertmanager.yml."""
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
+from django.core.exceptions import PermissionDenied, ValidationError
 
+from alerts import amimport, routing, timeintervals
 from alerts import matchers as m
-from alerts import routing, timeintervals
 
 # Alertmanager's dispatch/route_test.go (TestRouteMatch), as one of our configs.
 AM_ROUTE_TEST = """
@@ -359,11 +362,12 @@ receivers:
 
 
 def test_import_from_a_real_alertmanager_yml():
-    source, notes = routing.import_alertmanager(ALERTMANAGER_YML)
+    imported = amimport.convert(ALERTMANAGER_YML)
+    source, notes = imported.source, imported.notes
     tree = routing.parse(source)
     assert "global" not in source and "service_key" not in source and "smtp" not in source
+    assert "ops.example" not in source
     assert any("global, templates" in note for note in notes)
-    assert any("team-DB-pager" in note and "pagerduty_configs" in note for note in notes)
     assert tree.receivers["team-X-mails"].channels == ("team-X-mails",)
     assert tree.receivers["team-X-mails"].send_resolved is False  # e-mail's default
     assert tree.receivers["team-X-pager"].send_resolved is True
@@ -374,8 +378,159 @@ def test_import_from_a_real_alertmanager_yml():
     assert db.mute_time_intervals == ("weekends",)
     assert tree.muted_by_time(db, datetime(2026, 11, 28, 12, tzinfo=UTC)) == "weekends"
     assert len(tree.inhibit_rules) == 1
+    plans = {p.name: p for p in imported.channels}
+    assert plans["team-ops"].kind == "webhook" and plans["team-ops"].enabled
+    assert plans["team-X-mails"].config == {"recipients": ["team-X+alerts@example.org"]}
+    pager = plans["team-DB-pager"]
+    assert pager.placeholder and "pagerduty_configs" in pager.description
+    assert "secret" not in repr(pager)
     with pytest.raises(routing.ConfigError):
-        routing.import_alertmanager("route: {routes: [{receiver: ghost}]}\nreceivers: []\n")
+        amimport.convert("route: {routes: [{receiver: ghost}]}\nreceivers: []\n")
+
+
+# A production-like alertmanager.yml: robot URLs with their tokens, a receiver with
+# several integrations, a template in `to`, a URL in a file, a blackhole receiver.
+REAL_YML = """
+global:
+  resolve_timeout: 5m
+  slack_api_url: 'https://hooks.slack.com/services/T000/B000/globalsecret'
+  smtp_smarthost: 'smtp.example.org:587'
+  smtp_from: 'alertmanager@example.org'
+  smtp_auth_password: 'smtp-password'
+route:
+  receiver: default
+  group_by: [alertname, cluster]
+  routes:
+  - matchers: [severity="critical"]
+    receiver: oncall pager
+    continue: true
+  - matchers: [team="db"]
+    receiver: db-team
+  - matchers: [team="infra"]
+    receiver: wechat-ops
+  - matchers: [team="null"]
+    receiver: blackhole
+receivers:
+- name: default
+  webhook_configs:
+  - url: 'https://hooks.example.com/alertmanager?token=hooksecret'
+    http_config:
+      authorization: {type: Bearer, credentials: bearersecret}
+- name: oncall pager
+  slack_configs:
+  - channel: '#pager'
+    send_resolved: true
+  email_configs:
+  - to: 'oncall@example.org, lead@example.org'
+  - to: '{{ template "email.to" . }}'
+- name: db-team
+  webhook_configs:
+  - url_file: /etc/alertmanager/db-hook-url
+- name: wechat-ops
+  wechat_configs:
+  - corp_id: corp
+    api_secret: wechatsecret
+    agent_id: '1000002'
+- name: blackhole
+"""
+SECRETS = ("hooksecret", "bearersecret", "globalsecret", "smtp-password", "wechatsecret",
+           "hooks.slack.com/services")
+
+
+def test_import_maps_receivers_onto_channels():
+    imported = amimport.convert(REAL_YML)
+    plans = {p.name: p for p in imported.channels}
+    assert set(plans) == {"default", "oncall-pager-slack", "oncall-pager-email-1",
+                          "oncall-pager-email-2", "db-team", "wechat-ops"}
+    tree = routing.parse(imported.source)
+    assert tree.receivers["oncall pager"].channels == (
+        "oncall-pager-email-1", "oncall-pager-email-2", "oncall-pager-slack")
+    assert tree.receivers["blackhole"].channels == ()
+    default = plans["default"]
+    assert (default.kind, default.enabled, default.target) == ("webhook", True,
+                                                              "hooks.example.com")
+    assert default.secret_fields == {
+        "url": "https://hooks.example.com/alertmanager?token=hooksecret",
+        "token": "bearersecret"}
+    slack = plans["oncall-pager-slack"]
+    assert slack.kind == "slack" and slack.secret_fields["url"].endswith("globalsecret")
+    assert plans["oncall-pager-email-1"].config == {
+        "recipients": ["oncall@example.org", "lead@example.org"],
+        "from_email": "alertmanager@example.org"}
+    for name, kind in (("oncall-pager-email-2", "email"), ("db-team", "webhook"),
+                       ("wechat-ops", "wecom")):
+        assert plans[name].placeholder and plans[name].kind == kind, name
+        assert not plans[name].secret_fields
+    assert "url_file" in plans["db-team"].description
+    shown = imported.source + " ".join(imported.notes) + " ".join(
+        f"{p.description} {p.target}" for p in imported.channels)
+    for secret in SECRETS:
+        assert secret not in shown
+    assert any("blackhole" in note and "nobody" in note for note in imported.notes)
+
+
+@pytest.mark.django_db
+def test_import_creates_channels_with_the_tree_in_one_step(client, admin_user, oncall):
+    from alerts import services
+    from alerts.models import RoutingConfig
+    from opsplane import secrets
+    from opsplane.models import AuditEvent
+    from opsplane.notify.models import Channel
+    from opsplane.notify.services import save_channel
+
+    # An existing channel is never overwritten.
+    save_channel(Channel(), {"name": "default", "kind": "webhook", "config": {}},
+                 secret_fields={"url": "http://127.0.0.1:9/mine"}, by=admin_user)
+    imported, create, existing = services.import_alertmanager(REAL_YML)
+    assert existing == ["default"] and len(create) == 5
+    assert Channel.objects.count() == 1 and RoutingConfig.objects.count() == 0
+    # On-call may save trees but not create channels.
+    client.force_login(oncall)
+    page = client.post("/alerts/routes/import/", {"alertmanager_yml": REAL_YML})
+    html = page.content.decode()
+    assert "Importing will create 5 channels" in html and "Only admins may create" in html
+    assert not any(secret in html for secret in SECRETS)
+    with pytest.raises(PermissionDenied):
+        services.apply_import(REAL_YML, by=oncall)
+
+    client.force_login(admin_user)
+    page = client.post("/alerts/routes/import/", {"alertmanager_yml": REAL_YML})
+    html = page.content.decode()
+    assert "Importing will create 5 channels" in html and "placeholder, disabled" in html
+    assert not any(secret in html for secret in SECRETS)
+    assert 'name="alertmanager_yml"' not in html  # the pasted text is not sent back
+    digest = re.search(r'name="digest" value="([0-9a-f]+)"', html).group(1)
+    # A preview other than the one in the session is refused.
+    assert client.post("/alerts/routes/import/", {"apply": "1", "digest": "0" * 64}) \
+        .status_code == 302 and RoutingConfig.objects.count() == 0
+    done = client.post("/alerts/routes/import/", {"apply": "1", "digest": digest})
+    assert done.status_code == 302 and done["Location"] == "/alerts/routes/"
+    config = RoutingConfig.objects.get()
+    channels = {c.name: c for c in Channel.objects.all()}
+    assert len(channels) == 6
+    mine = channels["default"]
+    assert secrets.decrypt(mine.secret) == {"url": "http://127.0.0.1:9/mine"}
+    slack = channels["oncall-pager-slack"]
+    assert slack.enabled and slack.kind == "slack" and "globalsecret" not in slack.target
+    assert "globalsecret" in secrets.decrypt(slack.secret)["url"]
+    assert "globalsecret" not in slack.secret
+    assert not channels["wechat-ops"].enabled and channels["wechat-ops"].kind == "wecom"
+    assert channels["oncall-pager-email-1"].config["recipients"] == [
+        "oncall@example.org", "lead@example.org"]
+    audit = AuditEvent.objects.get(action="alert_routing.import")
+    assert audit.detail["version"] == config.version
+    assert sorted(audit.detail["placeholders_created"]) == [
+        "db-team", "oncall-pager-email-2", "wechat-ops"]
+    logged = json.dumps(list(AuditEvent.objects.values("detail")))
+    assert not any(secret in logged for secret in SECRETS)
+    # Importing again creates nothing and changes no channel.
+    _imported, create, existing = services.import_alertmanager(REAL_YML)
+    assert create == [] and len(existing) == 6
+    # A placeholder is filled in later by an admin and then enabled.
+    save_channel(channels["db-team"], {"enabled": True},
+                 secret_fields={"url": "http://127.0.0.1:9/db"}, by=admin_user)
+    with pytest.raises(ValidationError):
+        save_channel(channels["wechat-ops"], {"enabled": True}, by=admin_user)
 
 
 def test_time_interval_details():
@@ -411,3 +566,25 @@ def test_durations():
     for bad in ("", "5", "1.5h", "m"):
         with pytest.raises(ValueError):
             routing.parse_duration(bad)
+
+
+@pytest.mark.django_db
+def test_import_over_the_api(client, admin_user, operator):
+    from alerts.models import RoutingConfig
+    from opsplane.notify.models import Channel
+
+    client.force_login(operator)
+    url = "/api/v1/alerts/routing/import/"
+    preview = client.post(url, {"alertmanager_yml": REAL_YML}, content_type="application/json")
+    assert preview.status_code == 200
+    body = preview.json()
+    assert body["version"] is None and len(body["channels_to_create"]) == 6
+    assert not any(secret in preview.content.decode() for secret in SECRETS)
+    refused = client.post(url, {"alertmanager_yml": REAL_YML, "apply": True},
+                          content_type="application/json")
+    assert refused.status_code == 403 and not Channel.objects.exists()
+    client.force_login(admin_user)
+    done = client.post(url, {"alertmanager_yml": REAL_YML, "apply": True},
+                       content_type="application/json")
+    assert done.status_code == 200 and done.json()["version"] == 1
+    assert Channel.objects.count() == 6 and RoutingConfig.objects.count() == 1

@@ -157,6 +157,14 @@ class Command(BaseCommand):
             lines.append(f"Demo logins (kept in {logins}):")
             for entry in json.loads(logins.read_text()):
                 lines.append(f"  {entry['role']:<9} {entry['username']:<10} {entry['password']}")
+        alerts = settings.VAR_DIR / "demo_alerts.json"
+        if alerts.exists():
+            demo = json.loads(alerts.read_text())
+            if demo.get("path"):
+                lines.append(f"Demo Alertmanager integration {demo['integration']} "
+                             f"(kept in {alerts}), for an Alertmanager webhook_config:")
+                lines.append(f"  intake URL: http://{shown}:{options['port']}{demo['path']}")
+                lines.append(f"  or the bare URL with Authorization: Bearer {demo['token']}")
         if options["lab_hosts"]:
             lines.append(f"SSH lab: {options['lab_hosts']} hosts from {options['lab_base']} "
                          f"port {options['lab_port']} "
