@@ -11,7 +11,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from changes import output, services
+from changes import display, output, services
 from changes.forms import ChangeForm, RunbookForm
 from changes.models import Change, HostResult, Run, Runbook, RunOutput
 from opsplane.errors import DomainError
@@ -74,6 +74,9 @@ def index(request):
     if request.GET.get("mine"):
         changes = changes.filter(author=request.user)
     page = Paginator(changes, 50).get_page(request.GET.get("page"))
+    statuses = display.display_statuses(page.object_list)
+    for change in page.object_list:
+        change.display = statuses[change.pk]
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "changes/change_list.html", {
@@ -141,7 +144,8 @@ def change_detail(request, pk):
     version = change.runbook_version
     secret_names = [p["name"] for p in version.parameters if p["secret"]]
     return render(request, "changes/change_detail.html", {
-        "change": change, "runs": runs, "version": version, "secret_names": secret_names,
+        "change": change, "display": display.display_status(change), "runs": runs,
+        "version": version, "secret_names": secret_names,
         "targets": change.targets.select_related("environment"),
         "can_operate": services.can_operate(request.user),
         "environments": sorted(set(change.targets.values_list("environment__name",
@@ -202,6 +206,13 @@ def run_detail(request, pk, number):
         "percent": int(done * 100 / total) if total else 100,
         "can_operate": services.can_operate(request.user),
     }
+    if run.is_terminal:
+        # The retry button names the hosts it would run on again (and is not offered
+        # when every host finished ok).
+        retry = list(run.results.filter(state__in=HostResult.RETRYABLE)
+                     .order_by("host_name").values_list("host_name", flat=True))
+        context.update(retry_count=len(retry), retry_names=", ".join(retry[:20])
+                       + (", …" if len(retry) > 20 else ""))
     template = "changes/run_detail.html"
     if request.htmx and not request.htmx.boosted:
         template += "#hosts"

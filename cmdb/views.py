@@ -26,7 +26,7 @@ from cmdb.forms import (
     ServiceForm,
     TrustKeyForm,
 )
-from cmdb.models import Credential, Environment, Group, Host, Service
+from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
 from opsplane.models import AuditEvent
 from opsplane.roles import Role, role_required
 
@@ -137,15 +137,18 @@ def _host_or_404(name):
             "groups", "services", "host_keys__trusted_by"), name=name)
 
 
-@role_required(*READERS)
-def host_detail(request, name):
-    host = _host_or_404(name)
+def _host_page(request, host, trust_form=None):
     return render(request, "cmdb/host_detail.html", {
         "host": host, "history": _history(host),
         "can_edit": services.can_edit(request.user),
         "can_admin": services.can_admin(request.user),
-        "trust_form": TrustKeyForm(),
+        "trust_form": trust_form or TrustKeyForm(),
     })
+
+
+@role_required(*READERS)
+def host_detail(request, name):
+    return _host_page(request, _host_or_404(name))
 
 
 @role_required(Role.OPERATOR)
@@ -177,17 +180,24 @@ def host_delete(request, name):
 def host_trust_key(request, name):
     host = _host_or_404(name)
     form = TrustKeyForm(request.POST)
-    try:
-        if form.is_valid():
-            key = form.cleaned_data["key"] or services.fetch_presented_key(host)
-            pinned = services.trust_host_key(host, key, by=request.user, request=request)
+    if form.is_valid():
+        try:
+            typed = form.cleaned_data["key"]
+            # An empty field pins what the host presents now: say so in its history.
+            source = HostKey.Source.MANUAL if typed else HostKey.Source.FIRST_CONTACT
+            key = typed or services.fetch_presented_key(host)
+            pinned = services.trust_host_key(host, key, by=request.user, request=request,
+                                             source=source)
+        except ValidationError as exc:
+            form.add_error("key", exc.messages)
+        except services.CMDBError as exc:
+            form.add_error("key", str(exc))
+        else:
             messages.success(request, _("Pinned host key %(fp)s for %(host)s.")
                              % {"fp": pinned.fingerprint, "host": host.name})
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    except services.CMDBError as exc:
-        messages.error(request, str(exc))
-    return redirect("cmdb:host", name=host.name)
+            return redirect("cmdb:host", name=host.name)
+    # The error next to the field, and the pasted key still in it.
+    return _host_page(request, host, trust_form=form)
 
 
 @role_required(Role.ADMIN)

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from oncall.models import WEEKDAYS, Layer, Schedule
 
@@ -57,9 +58,9 @@ class LayerForm(forms.ModelForm):
 
 class OverrideForm(forms.Form):
     user = forms.ModelChoiceField(label=_("Who takes over"), queryset=None)
-    start = forms.DateTimeField(label=_("From"),
+    start = forms.DateTimeField(label=pgettext_lazy("time range", "From"),
                                 widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    end = forms.DateTimeField(label=_("Until"),
+    end = forms.DateTimeField(label=pgettext_lazy("time range", "Until"),
                               widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     note = forms.CharField(label=_("Note"), max_length=200, required=False)
 

@@ -81,7 +81,8 @@ NAVIGATION = [
     ("cmdb:index", _("Inventory"), (Role.OPERATOR, Role.ONCALL, Role.APPROVER)),
     ("changes:index", _("Changes"), (Role.OPERATOR, Role.APPROVER, Role.ONCALL)),
     ("approvals:index", _("Approvals"), (Role.APPROVER, Role.OPERATOR)),
-    ("alerts:index", _("Alerts"), (Role.ONCALL, Role.OPERATOR)),
+    # The board first: what on-call staff open at 3 a.m.
+    ("alerts:board", _("Alerts"), (Role.ONCALL, Role.OPERATOR)),
     ("oncall:index", _("On call"), (Role.ONCALL, Role.OPERATOR)),
 ]
 ADMIN_NAVIGATION = [
@@ -91,19 +92,25 @@ ADMIN_NAVIGATION = [
 ]
 
 
+def _area(path):
+    """The first path segment: an entry is active on every page of its area (the alerts
+    entry opens the board, and stays marked on the alert list, silences, routes...)."""
+    return path.strip("/").split("/", 1)[0]
+
+
 def navigation(request):
     """Template context processor: the navigation entries this user may open."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_items": [], "user_roles": frozenset()}
-    path = request.path
+    area = _area(request.path)
     items = []
     for url_name, label, roles in NAVIGATION:
         if has_role(user, *roles):
             url = reverse(url_name)
-            items.append({"url": url, "label": label, "active": path.startswith(url)})
+            items.append({"url": url, "label": label, "active": _area(url) == area})
     if has_role(user, Role.ADMIN):
         for url_name, label in ADMIN_NAVIGATION:
             url = reverse(url_name)
-            items.append({"url": url, "label": label, "active": path.startswith(url)})
+            items.append({"url": url, "label": label, "active": _area(url) == area})
     return {"nav_items": items, "user_roles": roles_of(user)}

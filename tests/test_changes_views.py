@@ -128,3 +128,12 @@ def test_change_api_round_trip(client, operator, approver, runbook,
     assert again.status_code == 409
     cancelled = client.post(f"/api/v1/changes/{body['id']}/runs/1/cancel/", **auth)
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+
+
+def test_cancel_asks_naming_the_change_and_how_many_hosts(client, operator, runbook):
+    change = services.compose_change(title="Restart web", runbook=runbook, selector="role=web",
+                                     params={"service": "nginx"}, by=operator)
+    client.force_login(operator)
+    html = client.get(f"/changes/{change.pk}/").content.decode()
+    assert (f"Cancel change #{change.pk} “Restart web” on 3 hosts? Whatever has not run yet "
+            "will not.") in html

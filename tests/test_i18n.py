@@ -58,7 +58,8 @@ def test_every_string_in_the_code_is_in_the_catalogue(tmp_path, settings, monkey
 
     base = Path(settings.BASE_DIR)
     skip = shutil.ignore_patterns("__pycache__", "vendor", "*.mo")
-    for part in ("opsplane", "cmdb", "changes", "approvals", "alerts", "templates", "locale"):
+    for part in ("opsplane", "cmdb", "changes", "approvals", "alerts", "oncall", "templates",
+                 "locale"):
         shutil.copytree(base / part, tmp_path / part, ignore=skip)
     settings.LOCALE_PATHS = [tmp_path / "locale"]
     monkeypatch.chdir(tmp_path)

@@ -3,10 +3,6 @@ site's Content-Security-Policy: lines show while the run goes, the host terminal
 (xterm.js) opens from the keyboard, search works. The `page` fixture fails the test on
 any console error or CSP violation."""
 
-import socket
-import threading
-import time
-from types import SimpleNamespace
 
 import pytest
 from live_support import (  # noqa: F401 - lab_inventory_fixture provides lab_inventory
@@ -37,29 +33,9 @@ steps:
 
 
 @pytest.fixture
-def live_server(transactional_db):
-    """The ASGI application under uvicorn in a thread (pytest-django's live server speaks
-    WSGI, so no websockets): the `page` fixture browses this one."""
-    import uvicorn
-
-    from opsplane.asgi import application
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    # pytest-django's autouse helper toggles settings on whatever `live_server` is.
-    noop = SimpleNamespace(enable=lambda: None, disable=lambda: None)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", _live_server_modified_settings=noop)
-    server.should_exit = True
-    thread.join(10)
+def live_server(asgi_server):
+    """The `page` fixture browses the ASGI server (websockets)."""
+    return asgi_server
 
 
 def test_run_page_shows_lines_live_and_a_host_terminal(

@@ -76,7 +76,7 @@ def test_times_follow_the_browsers_zone_until_one_is_chosen(browser, live_server
     try:
         login(page, oncall)
         page.goto(f"/oncall/{schedule.pk}/")
-        # oncall.js stores the browser's zone in a cookie and reloads once.
+        # app.js stores the browser's zone in a cookie and reloads once.
         expect(page.locator("#calendar")).to_contain_text("Times in America/New_York")
         expect(page.locator("#viewer-tz")).to_have_value("America/New_York")
         page.select_option("#viewer-tz", "Asia/Shanghai")  # submits by itself

@@ -68,16 +68,26 @@ def _nav(client, user):
 
 
 @pytest.mark.parametrize(("role", "expected"), [
-    ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/oncall/"]),
+    ("operator", ["/inventory/", "/changes/", "/approvals/", "/alerts/board/", "/oncall/"]),
     ("approver", ["/inventory/", "/changes/", "/approvals/"]),
-    ("oncall", ["/inventory/", "/changes/", "/alerts/", "/oncall/"]),
-    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/", "/oncall/",
+    ("oncall", ["/inventory/", "/changes/", "/alerts/board/", "/oncall/"]),
+    ("admin", ["/inventory/", "/changes/", "/approvals/", "/alerts/board/", "/oncall/",
                "/notifications/channels/",
                "/system/", "/admin/"]),
     (None, []),
 ])
 def test_each_role_sees_its_navigation(client, make_user, role, expected):
     assert _nav(client, make_user(role)) == expected
+
+
+@pytest.mark.parametrize("path", ["/alerts/board/", "/alerts/", "/alerts/silences/",
+                                  "/alerts/incidents/"])
+def test_the_alerts_entry_opens_the_board_and_stays_marked_across_alert_pages(
+        client, oncall, path):
+    client.force_login(oncall)
+    html = client.get(path).content.decode()
+    assert html.count('aria-current="page"') == 1
+    assert '<a href="/alerts/board/" class="active" aria-current="page">' in html
 
 
 @pytest.mark.parametrize(("role", "path", "status"), [

@@ -16,6 +16,17 @@ def _fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Per-process caches keyed by what a rolled-back test can reuse (the alert routing
+    tree is cached by version number): every test starts and ends without them."""
+    from alerts import routing_state
+
+    routing_state.forget()
+    yield
+    routing_state.forget()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     """``make_user("operator")`` -> a user holding that role (None: no role at all)."""
@@ -105,6 +116,61 @@ def unused_tcp_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- the ASGI application served for real ---------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets channel-layer instances of its own. channels keeps one per process,
+    and a Redis layer binds its receive state to the event loop that first receives: a
+    loop of an earlier test (or of a server thread) would otherwise make the next test's
+    receive fail with "Two event loops are trying to receive()"."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def asgi_server(transactional_db):
+    """The project's ASGI application under uvicorn in a thread: HTTP and websockets
+    (pytest-django's ``live_server`` speaks WSGI only). Modules whose browser tests need
+    websockets make the ``page`` fixture browse it::
+
+        @pytest.fixture
+        def live_server(asgi_server):
+            return asgi_server
+    """
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from opsplane.asgi import application
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # A short graceful shutdown: open websockets must not keep the thread (and the
+    # consumers' channel-layer reads) alive after the test.
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    # pytest-django's autouse helper toggles settings on whatever `live_server` is.
+    noop = SimpleNamespace(enable=lambda: None, disable=lambda: None)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", _live_server_modified_settings=noop)
+    server.should_exit = True
+    thread.join(10)
 
 
 # --- websockets ---------------------------------------------------------------------------
@@ -200,8 +266,15 @@ def browser():
 def page(browser, live_server, request):
     """A fresh browser tab on the live server. Console errors and Content-Security-Policy
     violations fail the test: the UI must run under its own policy."""
+    from playwright.sync_api import expect
+
+    # The suite shares two cores with a worker, a server and Chromium: Playwright's 5 s
+    # default for ``expect`` is tight under that load, and waiting longer costs nothing
+    # when the page is right.
+    expect.set_options(timeout=15_000)
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280,
                                                                       "height": 800})
+    context.set_default_timeout(15_000)
     tab = context.new_page()
     problems = []
     tab.on("console", lambda msg: msg.type == "error" and problems.append(msg.text))
