@@ -18,7 +18,7 @@ def _entries(po_text):
         for line in block.splitlines():
             if line.startswith("#"):
                 continue
-            match = re.match(r'^(msgid|msgid_plural|msgstr(?:\[0\])?) (".*")$', line)
+            match = re.match(r'^(msgctxt|msgid|msgid_plural|msgstr(?:\[0\])?) (".*")$', line)
             if match:
                 current = match.group(1).replace("[0]", "")
                 fields[current] = ast.literal_eval(match.group(2))
@@ -46,7 +46,10 @@ def test_compiled_catalogue_matches_the_source():
     for msgid, msgstr, block in _entries((LOCALE / "django.po").read_text()):
         if "msgid_plural" in block:
             continue
-        assert catalogue.gettext(msgid) == msgstr, "run `manage.py compilemessages`"
+        context = re.search(r'^msgctxt "(.*)"$', block, re.M)
+        found = (catalogue.pgettext(context.group(1), msgid) if context
+                 else catalogue.gettext(msgid))
+        assert found == msgstr, "run `manage.py compilemessages`"
 
 
 def test_every_string_in_the_code_is_in_the_catalogue(tmp_path, settings, monkeypatch):
