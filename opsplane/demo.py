@@ -1,5 +1,7 @@
-"""Demo data: roles, one user per role, environments, the lab's hosts, runbooks (and, as
-apps grow, alert routes). Like urls.py, this is where the project composes its apps.
+"""Demo data: roles, one user per role, environments, the lab's hosts, runbooks, an
+approval policy, an on-call schedule, alerts (an Alertmanager integration, channels that
+send nowhere, routes, a few alerts) and the escalation policy they walk. Like urls.py,
+this is where the project composes its apps.
 
 Idempotent: a second run changes nothing and keeps the passwords it made the first time
 (they live in ``var/demo_logins.json``, readable by this user only, never in the repo).
@@ -8,10 +10,13 @@ Idempotent: a second run changes nothing and keeps the passwords it made the fir
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
 
 from cmdb import services as cmdb_services
 from opsplane.roles import Role, ensure_role_groups
@@ -64,6 +69,9 @@ def load(logins_path, lab_inventory=None):
         load_lab(json.loads(lab_inventory.read_text()), by=admin)
     load_runbooks(by=admin)
     load_approval_policies(by=admin)
+    load_oncall(by=admin)
+    load_alerts(logins_path.with_name("demo_alerts.json"), by=admin)
+    load_escalation(by=admin)
     return logins
 
 
@@ -117,6 +125,173 @@ steps:
     command: wc -l /tmp/opsplane-demo-app.conf
 """),
 }
+
+
+DEMO_INTEGRATION = "demo-alertmanager"
+# Channels that send nowhere: disabled, and pointing at the discard port of this
+# machine, so the demo's notifications are recorded on the outbox page and never leave.
+DEMO_CHANNELS = [
+    ("chat", "webhook", {}, {"url": "http://127.0.0.1:9/demo-chat"},
+     "Team chat (demo: disabled; point it at a real robot and enable it)"),
+    ("oncall-mail", "email", {"recipients": ["oncall@example.invalid"]}, {},
+     "On-call mailbox (demo: disabled)"),
+]
+DEMO_ROUTES = """\
+# Demo routing tree (manage.py demo). Critical alerts go to chat and the on-call
+# mailbox, then on to their team's route; the rest by team; the root sends by severity.
+route:
+  group_by: [alertname, cluster]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+  routes:
+    - matchers: [alertname="HeartbeatMissing"]
+      group_by: [alertname, integration]
+      group_wait: 0s
+    - matchers: [severity="critical"]
+      receiver: critical
+      continue: true
+    - matchers: [team="shop"]
+      receiver: shop
+    - matchers: [team="platform"]
+      receiver: platform
+      repeat_interval: 12h
+receivers:
+  - name: critical
+    channels: [chat, oncall-mail]
+  - name: shop
+    channels: [chat]
+  - name: platform
+    channels: [chat]
+severity_channels:
+  critical: [chat]
+  warning: [chat]
+  info: []
+inhibit_rules:
+  - source_matchers: [severity="critical"]
+    target_matchers: [severity="warning"]
+    equal: [alertname, cluster]
+"""
+
+
+def _demo_alerts(now):
+    """A few alerts as Alertmanager posts them: a critical pair on the shop's web hosts
+    (one incident), a disk warning on a db host, and one that already resolved."""
+    def alert(labels, annotations, started, ended=None):
+        return {"status": "resolved" if ended else "firing",
+                "labels": {"cluster": "prod", "job": "node", **labels},
+                "annotations": annotations, "startsAt": started.isoformat(),
+                "endsAt": ended.isoformat() if ended else "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example.invalid/graph"}
+
+    minutes = timedelta(minutes=1)
+    return [
+        alert({"alertname": "HighCPU", "severity": "critical", "team": "shop",
+               "instance": "lab-001:9100"},
+              {"summary": "CPU above 95% for 10 minutes on lab-001"}, now - 25 * minutes),
+        alert({"alertname": "HighCPU", "severity": "critical", "team": "shop",
+               "instance": "lab-002:9100"},
+              {"summary": "CPU above 95% for 10 minutes on lab-002"}, now - 20 * minutes),
+        alert({"alertname": "DiskFilling", "severity": "warning", "team": "platform",
+               "instance": "lab-007:9100", "mountpoint": "/var"},
+              {"summary": "/var on lab-007 will be full within 24 hours"},
+              now - 90 * minutes),
+        alert({"alertname": "TLSCertExpiring", "severity": "info", "team": "platform",
+               "instance": "lab-003:9100"},
+              {"summary": "Certificate of shop.example.invalid expires in 20 days"},
+              now - 3 * 60 * minutes, ended=now - 60 * minutes),
+    ]
+
+
+def load_alerts(path, *, by):
+    """An Alertmanager integration (its token kept in ``path``, readable by this user
+    only, so ``manage.py up`` can print the intake URL), demo channels that send nowhere,
+    a routing tree, and a few alerts so the alert pages are not empty."""
+    from alerts import intake, payloads
+    from alerts import services as alert_services
+    from alerts.models import Alert, Integration, RoutingConfig
+    from opsplane.notify.models import Channel
+    from opsplane.notify.services import save_channel
+
+    try:
+        known = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = {}
+    integration = Integration.objects.filter(name=DEMO_INTEGRATION).first()
+    token = known.get("token", "")
+    if integration is None:
+        integration, token = alert_services.save_integration(Integration(), {
+            "name": DEMO_INTEGRATION, "kind": Integration.Kind.ALERTMANAGER,
+            "description": "Point an Alertmanager webhook_config at the intake URL "
+                           "manage.py up prints.", "enabled": True}, by=by)
+    elif alert_services.integration_for_token(token) != integration:
+        token = ""  # made or rotated by hand: not ours to show
+    _write(path, {"integration": integration.name, "token": token,
+                  "path": reverse("api-alerts-intake-token", args=[token]) if token else ""})
+    for name, kind, config, secret_fields, description in DEMO_CHANNELS:
+        if not Channel.objects.filter(name=name).exists():
+            save_channel(Channel(), {"name": name, "kind": kind, "enabled": False,
+                                     "description": description, "config": config},
+                         secret_fields=secret_fields, by=by)
+    if not RoutingConfig.objects.exists():
+        alert_services.save_routing(DEMO_ROUTES, by=by, comment="demo routes")
+    if not Alert.objects.filter(integration=integration).exists():
+        body = json.dumps({"version": "4", "status": "firing", "receiver": "opsplane",
+                           "alerts": _demo_alerts(timezone.now())}).encode()
+        now = timezone.now()
+        _envelope, items = payloads.parse_body("alertmanager", body, now)
+        intake.ingest(integration, items, envelope={"demo": True}, now=now, source="demo")
+
+
+def load_oncall(*, by):
+    """One on-call schedule: the demo's on-call user and admin take turns, a week each,
+    handing over on Mondays at 10:00 Shanghai time."""
+    from datetime import time
+
+    from oncall import services as oncall_services
+    from oncall.models import Layer, Schedule
+
+    if Schedule.objects.filter(name="Platform").exists():
+        return
+    User = get_user_model()
+    schedule = oncall_services.create_schedule(
+        by=by, name="Platform", time_zone="Asia/Shanghai",
+        description="Primary on-call for the platform team.")
+    today = timezone.localdate()
+    oncall_services.create_layer(
+        schedule, by=by, name="Primary", rotation=Layer.Rotation.WEEKLY,
+        handoff_time=time(10), start_date=today - timedelta(days=today.weekday()),
+        participants=[User.objects.get(username="oncall"), User.objects.get(username="admin")])
+
+
+DEMO_ESCALATION = "platform-primary"
+
+
+def load_escalation(*, by):
+    """An escalation policy: whoever is on call on "Platform", then, unacknowledged
+    after 5 minutes, the team chat; the whole of it twice. The demo integration falls
+    back to it when it is made (so an admin's later choice there stays)."""
+    from alerts import escalation
+    from alerts import services as alert_services
+    from alerts.models import EscalationPolicy, EscalationStep, Integration
+    from oncall.models import Schedule
+    from opsplane.notify.models import Channel
+
+    if EscalationPolicy.objects.filter(name=DEMO_ESCALATION).exists():
+        return
+    K = EscalationStep.Kind
+    steps = [{"kind": K.SCHEDULE, "schedule": schedule}
+             for schedule in Schedule.objects.filter(name="Platform")]
+    steps.append({"kind": K.WAIT, "wait_minutes": 5})
+    steps += [{"kind": K.CHANNEL, "channel": chat} for chat in Channel.objects.filter(name="chat")]
+    policy = escalation.save_policy(EscalationPolicy(), {
+        "name": DEMO_ESCALATION, "repeat": 1,
+        "description": "Page whoever is on call on Platform; after 5 minutes without an "
+                       "acknowledgement, the team chat too."}, steps, by=by)
+    integration = Integration.objects.filter(name=DEMO_INTEGRATION,
+                                             escalation_policy__isnull=True).first()
+    if integration is not None:
+        alert_services.save_integration(integration, {"escalation_policy": policy}, by=by)
 
 
 def load_approval_policies(*, by):

@@ -93,44 +93,53 @@
       }
     }
 
-    // An action (a row's ack/unack/resolve form) answers with the rows and its message,
-    // swapped into #board-body. A refetch swapped in meanwhile would replace that very
-    // element and the answer would land nowhere: while an action is under way, refetches
-    // wait, one already under way is not swapped in, and one more runs after it.
-    const acting = new Set();
+    // An action (ack, resolve...) in flight swaps its answer into #board-body: a refetch
+    // landing first would replace that element and the answer would go nowhere. Refetches
+    // wait for the action, but never longer than ACTION_MS (a request that hangs must not
+    // stop the board). htmx fires afterRequest of a form swapped out meanwhile on its
+    // nearest ancestor still in the page, so #board hears the end of every action.
+    let actionSince = 0;
+    const ACTION_MS = 10000;
 
-    function boardRequest(event, verb) {
-      const detail = event.detail || {};
-      const config = detail.requestConfig || {};
-      const target = detail.target;
-      return Boolean(target && target.id === "board-body" && detail.xhr
-                     && (verb === "get" ? config.verb === "get" : config.verb !== "get"));
+    function actionInFlight() {
+      return actionSince !== 0 && Date.now() - actionSince < ACTION_MS;
     }
 
-    document.addEventListener("htmx:beforeRequest", (event) => {
-      if (!boardRequest(event, "action")) {
-        return;
+    // The element that made the request (detail.elt is the ancestor an event was
+    // re-fired on when that element left the page).
+    function isAction(event) {
+      const config = event.detail.requestConfig;
+      return (config ? config.elt : event.detail.elt) instanceof HTMLFormElement;
+    }
+
+    board.addEventListener("htmx:beforeRequest", (event) => {
+      if (isAction(event)) {
+        actionSince = Date.now();
       }
-      const xhr = event.detail.xhr;
-      acting.add(xhr);
-      xhr.addEventListener("loadend", () => {  // after htmx swapped the answer in
-        acting.delete(xhr);
-        if (acting.size === 0 && again && !fetching) {
+    });
+    board.addEventListener("htmx:afterRequest", (event) => {
+      if (isAction(event)) {
+        actionSince = 0;
+        if (again && !fetching) {
           again = false;
           refresh();
         }
-      });
-    });
-    document.addEventListener("htmx:beforeSwap", (event) => {
-      if (acting.size > 0 && boardRequest(event, "get")) {
-        event.detail.shouldSwap = false;
-        again = true;
       }
     });
 
     function refresh() {
-      if (fetching || acting.size > 0) {
+      if (fetching || actionInFlight()) {
         again = true;
+        if (!fetching) {
+          // htmx says when the action ended (afterRequest, also for a swapped-out form);
+          // this is only the backstop.
+          setTimeout(() => {
+            if (again && !fetching && !actionInFlight()) {
+              again = false;
+              refresh();
+            }
+          }, ACTION_MS);
+        }
         return;
       }
       fetching = true;
@@ -142,7 +151,7 @@
           if (keep && selected()) {
             select(selected(), true);
           }
-          if (again && acting.size === 0) {
+          if (again) {
             again = false;
             refresh();
           }
@@ -223,6 +232,10 @@
       const row = selected();
       const button = row && row.querySelector(`button[data-action="${action}"]`);
       if (button) {
+        // Rows swapped in a moment ago are wired to htmx only when they settle: without
+        // this, a key pressed just after a live refresh submitted the plain form (a
+        // full reload of the board, and "r" without its confirmation).
+        htmx.process(button.form);
         button.form.requestSubmit(button);
       }
     }
