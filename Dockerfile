@@ -22,6 +22,7 @@ COPY cmdb ./cmdb
 COPY changes ./changes
 COPY approvals ./approvals
 COPY alerts ./alerts
+COPY oncall ./oncall
 # The runtime dependencies only: no dev extras.
 RUN /opt/venv/bin/pip install .
 
@@ -56,6 +57,7 @@ COPY cmdb ./cmdb
 COPY changes ./changes
 COPY approvals ./approvals
 COPY alerts ./alerts
+COPY oncall ./oncall
 COPY templates ./templates
 COPY static ./static
 COPY locale ./locale

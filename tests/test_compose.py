@@ -32,7 +32,7 @@ REQUIRED = (
     "SECRET_KEY", "OPSPLANE_FERNET_KEYS", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS",
     "POSTGRES_PASSWORD",
 )
-CODE_DIRS = ("opsplane", "cmdb", "changes", "approvals", "alerts")
+CODE_DIRS = ("opsplane", "cmdb", "changes", "approvals", "alerts", "oncall")
 # Read by the code, but not settings: the lab hands them on to the shells it runs.
 NOT_SETTINGS = {"PATH", "LANG"}
 
@@ -263,6 +263,21 @@ def test_dockerfile_builds_a_non_root_image_with_a_health_check():
 
 
 # --- the README ---------------------------------------------------------------------------
+
+
+def test_every_project_app_ships_in_the_image_and_the_package():
+    """An app missing from the Dockerfile's COPY lines or from the package list works in a
+    checkout and breaks only in production."""
+    from django.conf import settings
+
+    local = [app for app in settings.INSTALLED_APPS if (ROOT / app / "apps.py").exists()
+             or (ROOT / app / "models.py").exists()]
+    assert set(CODE_DIRS) == set(local)
+    dockerfile = DOCKERFILE.read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for app in local:
+        assert dockerfile.count(f"COPY {app} ./{app}\n") == 2, app  # build and runtime
+        assert f'"{app}*"' in pyproject, app
 
 
 def test_readme_opens_with_the_two_commands():
