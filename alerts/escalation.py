@@ -35,7 +35,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
@@ -57,7 +57,7 @@ from opsplane import audit
 from opsplane.notify.message import Message
 from opsplane.notify.models import Channel
 from opsplane.notify.services import enqueue
-from opsplane.roles import Role, has_role
+from opsplane.roles import Role, has_role, require
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,6 @@ def can_view(user):
 def can_admin(user):
     """Create, edit and delete escalation policies: admins."""
     return has_role(user, Role.ADMIN)
-
-
-def _require(allowed):
-    if not allowed:
-        raise PermissionDenied(_("Your role does not allow this."))
 
 
 # --- policies ----------------------------------------------------------------------------------
@@ -132,7 +127,7 @@ def save_policy(policy, data, steps, *, by, request=None):
     """Create (``policy.pk`` None) or edit a policy: ``data`` has name, description,
     repeat; ``steps`` replaces its steps in order (see ``check_steps``). Incidents
     walking it continue at their step number under the new steps."""
-    _require(can_admin(by))
+    require(can_admin(by))
     created = policy.pk is None
     for name in ("name", "description", "repeat"):
         if name in data:
@@ -174,7 +169,7 @@ def _step(policy, position, data):
 def delete_policy(policy, *, by, request=None):
     """Delete a policy. Routes naming it stop escalating (their incidents are left where
     they are); integrations falling back to it fall back to nothing."""
-    _require(can_admin(by))
+    require(can_admin(by))
     with transaction.atomic():
         audit.record("escalation_policy.delete", by=by, obj=policy, request=request)
         policy.delete()
@@ -209,7 +204,7 @@ def check_tree(tree):
 def save_contact(user, data, channels, *, by, request=None):
     """A person's own contact (or anyone's, for an admin): mobile, e-mail, chat id and
     the channels escalation reaches them through."""
-    _require(has_role(by, Role.ONCALL, Role.OPERATOR) if by.pk == user.pk
+    require(has_role(by, Role.ONCALL, Role.OPERATOR) if by.pk == user.pk
              else has_role(by, Role.ADMIN))
     contact = OnCallContact.objects.filter(user=user).first() or OnCallContact(user=user)
     for name in ("mobile", "email", "chat_id"):

@@ -31,7 +31,7 @@ from alerts.routing_state import current_tree
 from opsplane import audit
 from opsplane import secrets as opsecrets
 from opsplane.errors import DomainError
-from opsplane.roles import Role, has_role
+from opsplane.roles import Role, has_role, require
 
 TOKEN_PREFIX = "alt_"  # noqa: S105 - a public marker, not a secret
 RECEIPT_DAYS = 7
@@ -59,11 +59,6 @@ def can_respond(user):
 def can_admin(user):
     """Create and change integrations (their tokens and secrets)."""
     return has_role(user, Role.ADMIN)
-
-
-def _require(allowed):
-    if not allowed:
-        raise PermissionDenied(_("Your role does not allow this."))
 
 
 # --- integrations -----------------------------------------------------------------------------
@@ -94,7 +89,7 @@ def save_integration(integration, data, *, hmac_secret=None, clear_secret=False,
     """Create (returns ``(integration, token)``, the token shown once) or edit (token
     None) an integration. ``hmac_secret``: a new signing secret; ``clear_secret``:
     none any more."""
-    _require(can_admin(by))
+    require(can_admin(by))
     created = integration.pk is None
     for name in INTEGRATION_FIELDS:
         if name in data:
@@ -120,7 +115,7 @@ def save_integration(integration, data, *, hmac_secret=None, clear_secret=False,
 
 def rotate_token(integration, *, by, request=None):
     """A new token for ``integration`` (the old one stops working); returns it, once."""
-    _require(can_admin(by))
+    require(can_admin(by))
     prefix, token = _new_token()
     with transaction.atomic():
         Integration.objects.filter(pk=integration.pk).update(
@@ -184,7 +179,7 @@ def save_routing(source, *, by, comment="", request=None, now=None):
     """Save a new version of the routing tree and re-route firing alerts under it.
     Routes keep their keys across edits, so incidents of unchanged routes keep their
     notification state: nothing is sent again. Returns (config, warnings)."""
-    _require(can_respond(by))
+    require(can_respond(by))
     tree, warnings = validate_routing(source)
     now = now or timezone.now()
     with transaction.atomic():
@@ -267,7 +262,7 @@ def apply_import(text, *, by, comment="", request=None, now=None):
     from opsplane.notify import services as notify
     from opsplane.notify.models import Channel
 
-    _require(can_respond(by))
+    require(can_respond(by))
     imported, create, _existing = import_alertmanager(text)
     if create and not notify.can_manage(by):
         raise PermissionDenied(_("Only admins may create notification channels: ask one to "
@@ -346,7 +341,7 @@ def parse_silence_matchers(text):
 def create_silence(matchers, *, starts_at=None, ends_at, comment, by, request=None, now=None):
     """Silence alerts matching ``matchers`` (``Matcher`` list) from ``starts_at`` (now)
     to ``ends_at``. Alerts it covers are marked at once when it starts now."""
-    _require(can_respond(by))
+    require(can_respond(by))
     now = now or timezone.now()
     starts_at = starts_at or now
     errors = {}
@@ -381,7 +376,7 @@ def silence_alert(alert, *, hours=2, comment="", by, request=None, now=None):
 
 def expire_silence(silence, *, by, request=None, now=None):
     """End a silence now; the alerts it held are notified again at their next flush."""
-    _require(can_respond(by))
+    require(can_respond(by))
     now = now or timezone.now()
     with transaction.atomic():
         updated = Silence.objects.filter(pk=silence.pk, ends_at__gt=now).update(

@@ -23,7 +23,7 @@ from cmdb import selectors
 from opsplane import audit
 from opsplane import secrets as vault
 from opsplane.errors import DomainError
-from opsplane.roles import Role, has_role
+from opsplane.roles import Role, has_role, require
 
 STALE_AFTER = timedelta(seconds=90)  # a run whose worker stopped beating this long ago
 
@@ -46,18 +46,13 @@ def can_operate(user):
     return has_role(user, Role.OPERATOR)
 
 
-def _require(allowed, message=None):
-    if not allowed:
-        raise PermissionDenied(message or _("Your role does not allow this."))
-
-
 # --- runbooks ---------------------------------------------------------------------------
 
 
 def save_runbook(runbook, *, name, description, definition, by, request=None):
     """Create a runbook or edit it. A changed definition makes a new version; old changes
     keep pointing at the version they were composed from."""
-    _require(can_operate(by))
+    require(can_operate(by))
     try:
         parameters, steps = runbooks.parse_definition(definition)
     except runbooks.RunbookError as exc:
@@ -89,7 +84,7 @@ def compose_change(*, title, runbook, params, selector, strategy=None, descripti
     """Create a change (or edit a change not yet running) from the runbook's latest
     version. Parameters and strategy are checked; the selector's hosts are frozen now.
     Raises ``ValidationError`` with per-field messages."""
-    _require(can_operate(by))
+    require(can_operate(by))
     version = runbook.latest
     if version is None:
         raise ValidationError({"runbook": _("This runbook has no version yet.")})
@@ -253,7 +248,7 @@ def submit_change(change, *, by, request=None):
     """Ask for the change to run: opens its approval request with the change's digest.
     Ready at once when no policy asks for approval; otherwise it waits for the
     approvers (notified by approvals)."""
-    _require(can_operate(by))
+    require(can_operate(by))
     with transaction.atomic():
         locked = Change.objects.select_for_update().get(pk=change.pk)
         if locked.status != Change.Status.DRAFT:
@@ -276,7 +271,7 @@ def _resubmit(change, *, by, request=None):
 
 def cancel_change(change, *, by, request=None):
     """Withdraw a change that has not started; a running one is stopped through its run."""
-    _require(can_operate(by) or change.author_id == by.pk)
+    require(can_operate(by) or change.author_id == by.pk)
     with transaction.atomic():
         if change.status == Change.Status.RUNNING:
             run = change.runs.order_by("-number").first()
@@ -301,7 +296,7 @@ def start_run(change, *, by, request=None, hosts=None):
     Only what was approved starts: the change's approval request must be approved for
     its current digest, and no freeze window may be open on its hosts (an emergency
     bypass aside); otherwise ``approvals.NotCleared`` says why."""
-    _require(can_operate(by))
+    require(can_operate(by))
     with transaction.atomic():
         change = Change.objects.select_for_update().get(pk=change.pk)
         if hosts is None and change.status not in (Change.Status.READY,
@@ -343,7 +338,7 @@ def _enqueue(run):
 
 def retry_run(run, *, by, request=None):
     """A new run of the same change on the hosts that did not finish ok."""
-    _require(can_operate(by))
+    require(can_operate(by))
     if not run.is_terminal:
         raise ChangeError(_("%(run)s is still going.") % {"run": run})
     names = list(run.results.filter(state__in=HostResult.RETRYABLE)
@@ -357,7 +352,7 @@ def retry_run(run, *, by, request=None):
 def request_cancel(run, *, by, request=None):
     """Ask the worker to stop: no new host starts and running sessions are closed. A
     queued run that no worker has taken yet is cancelled here and now."""
-    _require(can_operate(by) or run.change.author_id == by.pk)
+    require(can_operate(by) or run.change.author_id == by.pk)
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_terminal:

@@ -7,7 +7,7 @@ except inside an SSH ``ConnectionSpec``.
 """
 
 import asyncssh
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -17,7 +17,7 @@ from cmdb.models import Credential, Environment, Group, Host, HostKey, Service
 from opsplane import audit, ssh
 from opsplane import secrets as vault
 from opsplane.errors import DomainError
-from opsplane.roles import Role, has_role
+from opsplane.roles import Role, has_role, require
 
 
 class CMDBError(DomainError):
@@ -42,8 +42,7 @@ def can_admin(user):
 
 
 def _require(allowed):
-    if not allowed:
-        raise PermissionDenied(_("Your role does not allow this change to the inventory."))
+    require(allowed, _("Your role does not allow this change to the inventory."))
 
 
 # --- audit helpers ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ Reading: a schedule's layers and overrides are loaded in three queries and expan
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -18,7 +18,7 @@ from oncall import rotations
 from oncall.models import Layer, LayerMember, Override, Schedule
 from opsplane import audit
 from opsplane.errors import DomainError
-from opsplane.roles import Role, has_role
+from opsplane.roles import Role, has_role, require
 
 NEXT_HORIZON = timedelta(days=400)
 # How far back a shift "now" is looked for, beyond the longest shift of any layer.
@@ -45,11 +45,6 @@ def can_override(user):
 def can_admin(user):
     """Create, edit and delete schedules and their layers."""
     return has_role(user, Role.ADMIN)
-
-
-def _require(allowed):
-    if not allowed:
-        raise PermissionDenied(_("Your role does not allow this."))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -214,7 +209,7 @@ SCHEDULE_FIELDS = ("name", "description", "time_zone")
 
 def save_schedule(schedule, data, *, by, request=None):
     """Create (``schedule.pk`` None) or edit a schedule from ``data`` (SCHEDULE_FIELDS)."""
-    _require(can_admin(by))
+    require(can_admin(by))
     created = schedule.pk is None
     for name in SCHEDULE_FIELDS:
         if name in data:
@@ -241,7 +236,7 @@ def create_schedule(*, by, name, time_zone="UTC", description="", request=None):
 
 
 def delete_schedule(schedule, *, by, request=None):
-    _require(can_admin(by))
+    require(can_admin(by))
     with transaction.atomic():
         audit.record("oncall_schedule.delete", by=by, obj=schedule, request=request)
         schedule.delete()
@@ -291,7 +286,7 @@ def save_layer(layer, data, *, participants=None, by, request=None):
     """Create (``layer.pk`` None, ``layer.schedule`` set) or edit a layer from ``data``
     (LAYER_FIELDS). ``participants``: users (or ids) in rotation order; required when
     creating, None keeps them when editing. A new layer without a level goes on top."""
-    _require(can_admin(by))
+    require(can_admin(by))
     created = layer.pk is None
     for name in LAYER_FIELDS:
         if name in data:
@@ -330,7 +325,7 @@ def create_layer(schedule, *, by, participants, request=None, **data):
 
 
 def delete_layer(layer, *, by, request=None):
-    _require(can_admin(by))
+    require(can_admin(by))
     with transaction.atomic():
         audit.record("oncall_layer.delete", by=by, obj=layer, request=request,
                      detail={"schedule": layer.schedule_id})
@@ -342,7 +337,7 @@ def delete_layer(layer, *, by, request=None):
 
 def create_override(schedule, *, user, start, end, by, note="", request=None):
     """``user`` takes ``[start, end)`` (aware instants) on ``schedule``, above every layer."""
-    _require(can_override(by))
+    require(can_override(by))
     if start is None or end is None or timezone.is_naive(start) or timezone.is_naive(end):
         raise OnCallError(_("An override needs a start and an end."))
     if end <= start:
@@ -362,7 +357,7 @@ def create_override(schedule, *, user, start, end, by, note="", request=None):
 
 
 def delete_override(override, *, by, request=None):
-    _require(can_override(by))
+    require(can_override(by))
     with transaction.atomic():
         audit.record("oncall_override.delete", by=by, obj=override, request=request,
                      detail={"schedule": override.schedule_id,

@@ -43,6 +43,13 @@ def has_role(user, *roles):
     return Role.ADMIN in held or any(role in held for role in roles)
 
 
+def require(allowed, message=None):
+    """The services' one role check: raise PermissionDenied (403 in views and the API)
+    unless ``allowed``."""
+    if not allowed:
+        raise PermissionDenied(message or _("Your role does not allow this."))
+
+
 def ensure_role_groups():
     """Create the four role groups (idempotent); returns {role: Group}."""
     return {role: Group.objects.get_or_create(name=role)[0] for role in Role.values}
