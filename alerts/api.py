@@ -113,6 +113,23 @@ def _db_job(function, *args):
         raise
 
 
+def close_db_connections():
+    """Close the database connections the intake threads hold (they keep theirs between
+    requests). Each of the threads runs one closing job: a barrier keeps every thread
+    busy until all have one, so none takes two."""
+    from django.db import connections
+
+    workers = _DB_THREADS._max_workers
+    barrier = threading.Barrier(workers)
+
+    def close():
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [_DB_THREADS.submit(close) for _ in range(workers)]:
+        future.result(timeout=30)
+
+
 def _on_db_thread(request, function, *args):
     if not hasattr(request, "scope"):  # WSGI (and the test client): in this thread
         return function(*args)

@@ -20,10 +20,13 @@ import time
 
 from channels.layers import get_channel_layer
 from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 # Characters of event text per group message (and so per websocket frame).
+# Seconds leaving a run's group may take (the REST tail's answer waits for it).
+CLEANUP_SECONDS = 2.0
 FRAME_TEXT = 256 << 10
 
 lines_published = Counter("opsplane_change_output_lines_total",
@@ -130,10 +133,16 @@ async def subscribe(run_id):
     try:
         yield receive
     finally:
+        # Bounded: the answer is complete, and a channel-layer read that is slow to
+        # unwind (or Redis that does not answer) must not hold it. The group membership
+        # expires by itself (the layer's group_expiry) should the discard not happen.
         if pending is not None:
             pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await layer.group_discard(group, channel)
+            await asyncio.wait({pending}, timeout=CLEANUP_SECONDS)
+        try:
+            await asyncio.wait_for(layer.group_discard(group, channel), CLEANUP_SECONDS)
+        except (TimeoutError, OSError, RedisError):
+            logger.warning("run %s: leaving the output group failed", run_id, exc_info=True)
 
 
 def lag(at, now=None):

@@ -171,6 +171,11 @@ def asgi_server(transactional_db):
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", _live_server_modified_settings=noop)
     server.should_exit = True
     thread.join(10)
+    # The alert intake's threads keep their connections between requests: left open,
+    # they would keep the test database from being dropped at the end.
+    from alerts import api as alerts_api
+
+    alerts_api.close_db_connections()
 
 
 # --- websockets ---------------------------------------------------------------------------
