@@ -45,6 +45,7 @@ from django.utils.translation import gettext_lazy
 
 from alerts import live, metrics
 from alerts.models import (
+    Alert,
     EscalationPolicy,
     EscalationStep,
     Incident,
@@ -54,7 +55,7 @@ from alerts.models import (
     OnCallContact,
 )
 from opsplane import audit
-from opsplane.notify.message import Message
+from opsplane.notify.message import Message, absolute_url
 from opsplane.notify.models import Channel
 from opsplane.notify.services import enqueue
 from opsplane.roles import Role, has_role, require
@@ -75,10 +76,6 @@ MAX_LINES = 10
 
 
 # --- who may do what --------------------------------------------------------------------------
-
-
-def can_view(user):
-    return has_role(user, Role.ONCALL, Role.OPERATOR)
 
 
 def can_admin(user):
@@ -249,8 +246,8 @@ def sign_link(incident, action, user=None):
 
 
 def link_url(incident, action, user=None):
-    base = getattr(settings, "OPSPLANE_BASE_URL", "").rstrip("/")
-    return base + reverse("alerts:incident_link", args=[sign_link(incident, action, user)])
+    return absolute_url(reverse("alerts:incident_link",
+                                args=[sign_link(incident, action, user)]))
 
 
 def load_link(token):
@@ -415,7 +412,7 @@ def advance(incident, now, tree):
             _event(incident, now, IncidentEvent.Kind.ESCALATED, step=position + 1,
                    kind=K.WAIT.value, minutes=step.wait_minutes, policy=policy.name)
             break
-        outcome = notify_step(incident, step, position, policy, now)
+        outcome = notify_step(incident, step, position, policy, now, count=len(steps))
         _event(incident, now, IncidentEvent.Kind.ESCALATED, step=position + 1,
                kind=step.kind, policy=policy.name, **outcome)
     incident.save(update_fields=FIELDS)
@@ -440,11 +437,16 @@ def recipients(step, now):
     return []
 
 
-def notify_step(incident, step, position, policy, now):
-    """Queue the step's messages; returns what the timeline records about it."""
+def notify_step(incident, step, position, policy, now, *, count):
+    """Queue the step's messages (``count``: the policy's steps); returns what the
+    timeline records about it."""
     base = (f"alerts:escalation:{incident.pk}:{incident.escalation_cycle}:"
             f"{incident.escalation_repeat}:{position}")
-    context = {"policy": policy, "position": position, "count": policy.steps.count()}
+    # One query for every recipient's message, not one per person and channel.
+    firing = list(Alert.objects.filter(memberships__incident=incident,
+                                       memberships__active=True, status=Alert.Status.FIRING)
+                  .order_by("starts_at")[:MAX_LINES + 1])
+    context = {"policy": policy, "position": position, "count": count, "firing": firing}
     if step.kind == K.CHANNEL:
         channel = step.channel
         if channel is None:
@@ -480,15 +482,11 @@ def notify_step(incident, step, position, policy, now):
     return outcome
 
 
-def build_message(incident, user, mentions, *, policy, position, count):
+def build_message(incident, user, mentions, *, policy, position, count, firing):
     """The escalation message for one recipient (``user`` None: a channel), with its
-    one-click links."""
-    from alerts.models import Alert
-    from alerts.notifications import incident_link
+    one-click links. ``firing``: the incident's firing alerts, up to ``MAX_LINES + 1``."""
+    from alerts.notifications import _line, incident_link
 
-    firing = list(Alert.objects.filter(memberships__incident=incident,
-                                       memberships__active=True, status=Alert.Status.FIRING)
-                  .order_by("starts_at")[:MAX_LINES + 1])
     ack, resolve = link_url(incident, "acknowledge", user), link_url(incident, "resolve", user)
     page = incident_link(incident)
     with translation.override(settings.LANGUAGE_CODE):
@@ -503,10 +501,7 @@ def build_message(incident, user, mentions, *, policy, position, count):
         if user is not None:
             lines.append(_("For %(user)s.") % {"user": user.get_username()})
         lines.append("")
-        for alert in firing[:MAX_LINES]:
-            what = alert.summary or alert.alertname or alert.fingerprint
-            where = alert.host_hint or alert.labels.get("instance", "")
-            lines.append(f"- {what}" + (f" — `{where}`" if where else ""))
+        lines.extend(_line(alert) for alert in firing[:MAX_LINES])
         if len(firing) > MAX_LINES:
             lines.append(_("- … and more"))
         lines.append("")

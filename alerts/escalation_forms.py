@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils.translation import gettext_lazy as _
 
+from alerts.escalation import TARGET_FIELD
 from alerts.models import EscalationPolicy, EscalationStep, OnCallContact
 from oncall.models import Schedule
 from opsplane.notify.models import Channel
@@ -50,8 +51,7 @@ class StepForm(forms.Form):
         if kind == K.WAIT:
             step["wait_minutes"] = data.get("wait_minutes") or 0
         else:
-            field = {K.SCHEDULE: "schedule", K.USER: "user", K.GROUP: "group",
-                     K.CHANNEL: "channel"}[kind]
+            field = TARGET_FIELD[kind]
             step[field] = data.get(field)
         return step
 

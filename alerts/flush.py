@@ -35,9 +35,9 @@ from alerts.models import (
     IncidentEvent,
     Notification,
     NotificationLog,
-    label_value,
+    narrow_by_labels,
 )
-from alerts.routing_state import active_silences, current_tree, snapshot
+from alerts.routing_state import active_silences, current_tree, silence_for, snapshot
 from opsplane.notify.models import Notification as Outbox
 
 logger = logging.getLogger(__name__)
@@ -62,22 +62,14 @@ class FlushContext:
         return self._silences
 
     def silenced_by(self, labels):
-        for pk, matchers in self.silences:
-            if m.matches_all(matchers, labels):
-                return pk
-        return None
+        return silence_for(labels, self.silences)
 
     def _index(self, number):
         """Firing alerts matching rule ``number``'s source matchers, by their values of
         its ``equal`` labels (a missing label counts as empty)."""
         if number not in self._sources:
             rule = self.tree.inhibit_rules[number]
-            alerts = Alert.objects.filter(status=A.FIRING)
-            for i, matcher in enumerate(rule.source):
-                if matcher.op == "=" and matcher.value:
-                    alias = f"_l{i}"
-                    alerts = alerts.alias(**{alias: label_value(matcher.name)}) \
-                        .filter(**{alias: matcher.value})
+            alerts = narrow_by_labels(Alert.objects.filter(status=A.FIRING), rule.source)
             index = defaultdict(list)
             for labels in alerts.values_list("labels", flat=True).iterator(chunk_size=2000):
                 if m.matches_all(rule.source, labels):

@@ -26,7 +26,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from alerts import bulk, flush, live, metrics
-from alerts import matchers as m
+from alerts.fingerprint import fingerprint
 from alerts.models import (
     SEVERITY_RANK,
     Alert,
@@ -39,7 +39,13 @@ from alerts.models import (
     severity_of,
 )
 from alerts.payloads import Incoming
-from alerts.routing_state import active_silences, snapshot, versions_from, versions_sql
+from alerts.routing_state import (
+    active_silences,
+    silence_for,
+    snapshot,
+    versions_from,
+    versions_sql,
+)
 from cmdb.models import Host
 
 logger = logging.getLogger(__name__)
@@ -91,13 +97,14 @@ def authenticate(token):
     """(the integration ``token`` belongs to or None, the routing versions for
     ``ingest``), in one query: a request's first round trip also tells whether the
     cached routing tree and silences are current."""
-    from alerts.services import TOKEN_PREFIX, _digest
+    from alerts.services import token_digest
 
-    if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+    digest = token_digest(token)
+    if digest is None:
         return None, None
     sql, load, count = _auth_statement()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_digest(token)])
+        cursor.execute(sql, [digest])
         row = cursor.fetchone()
     versions = versions_from(row[count:])
     if row[0] is None:
@@ -295,8 +302,6 @@ def _heartbeat_back(integration, now):
 
 
 def heartbeat_alert(integration, now, *, firing):
-    from alerts.fingerprint import fingerprint
-
     labels = {"alertname": "HeartbeatMissing", "integration": integration.name,
               "severity": "critical"}
     return Incoming(
@@ -305,17 +310,6 @@ def heartbeat_alert(integration, now, *, firing):
                                 f"{integration.heartbeat_minutes} minutes"},
         status=A.FIRING if firing else A.RESOLVED, starts_at=now,
         ends_at=None if firing else now, generator_url="", raw={"heartbeat": True})
-
-
-def _active_silences(now):
-    return active_silences(snapshot()[1], now)
-
-
-def silence_for(labels, silences):
-    for pk, matchers in silences:
-        if m.matches_all(matchers, labels):
-            return pk
-    return None
 
 
 class NewAlert:

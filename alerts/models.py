@@ -50,6 +50,17 @@ def label_value(name):
     return Cast(KeyTextTransform(name, "labels"), output_field=models.TextField())
 
 
+def narrow_by_labels(alerts, matchers):
+    """``alerts`` (a queryset) narrowed in SQL by the equality matchers among
+    ``matchers``: what is left may match, the caller checks every matcher itself."""
+    for i, matcher in enumerate(matchers):
+        if matcher.op == "=" and matcher.value:
+            alias = f"_l{i}"
+            alerts = alerts.alias(**{alias: label_value(matcher.name)}).filter(
+                **{alias: matcher.value})
+    return alerts
+
+
 def severity_of(labels):
     """Our severity for an alert's labels (``severity``, else ``priority``); warning when
     neither says anything we know."""

@@ -18,7 +18,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from alerts.models import Notification
-from opsplane.notify.message import Message
+from opsplane.notify.message import Message, absolute_url
 from opsplane.notify.models import Channel
 from opsplane.notify.services import enqueue
 
@@ -27,8 +27,7 @@ MAX_DATA = 50      # alerts passed to the channel's template
 
 
 def incident_link(incident):
-    base = getattr(settings, "OPSPLANE_BASE_URL", "").rstrip("/")
-    return f"{base}{reverse('alerts:incident', args=[incident.pk])}"
+    return absolute_url(reverse("alerts:incident", args=[incident.pk]))
 
 
 def known_channels(names):

@@ -36,11 +36,6 @@ def open_alerts_on(hosts, *, names=()):
         "-rank", "starts_at", "id")
 
 
-def _is_silenced(alert, now):
-    silence = alert.silenced_by
-    return silence is not None and silence.starts_at <= now < silence.ends_at
-
-
 def subject_open_alerts(request, pk):
     """The open alerts on change ``pk``'s target hosts, for whoever may see the change."""
     change = get_object_or_404(Change, pk=pk)
@@ -51,7 +46,8 @@ def subject_open_alerts(request, pk):
     total = alerts.count()
     shown = list(alerts[:LIMIT])
     for alert in shown:
-        alert.is_silenced = _is_silenced(alert, now)
+        alert.is_silenced = (alert.silenced_by is not None
+                             and alert.silenced_by.state(now) == "active")
     context = {"change": change, "alerts": shown, "total": total, "more": total - len(shown),
                "hosts": len(change.target_names),
                "silenced": sum(a.is_silenced for a in shown),

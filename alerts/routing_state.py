@@ -73,6 +73,15 @@ def active_silences(silences, now):
             if starts_at <= now < ends_at]
 
 
+def silence_for(labels, silences):
+    """The pk of the first of ``silences`` (from ``active_silences``) matching ``labels``,
+    or None."""
+    for pk, matchers in silences:
+        if m.matches_all(matchers, labels):
+            return pk
+    return None
+
+
 def forget():
     """Drop the caches (tests that simulate a restart)."""
     with _lock:

@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from alerts import intake, live, routing, states
 from alerts import matchers as m
+from alerts.fingerprint import fingerprint
 from alerts.models import (
     Alert,
     AlertEvent,
@@ -25,9 +26,10 @@ from alerts.models import (
     Receipt,
     RoutingConfig,
     Silence,
-    label_value,
+    narrow_by_labels,
+    severity_of,
 )
-from alerts.routing_state import current_tree
+from alerts.routing_state import active_silences, current_tree, silence_for, snapshot
 from opsplane import audit
 from opsplane import secrets as opsecrets
 from opsplane.errors import DomainError
@@ -73,11 +75,18 @@ def _new_token():
     return prefix, f"{TOKEN_PREFIX}{prefix}_{pysecrets.token_urlsafe(32)}"
 
 
-def integration_for_token(token):
-    """The integration a token belongs to, or None."""
+def token_digest(token):
+    """What ``token`` is stored as (``Integration.token_digest``), or None when it is no
+    integration token at all."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    return Integration.objects.filter(token_digest=_digest(token)).first()
+    return _digest(token)
+
+
+def integration_for_token(token):
+    """The integration a token belongs to, or None."""
+    digest = token_digest(token)
+    return None if digest is None else Integration.objects.filter(token_digest=digest).first()
 
 
 INTEGRATION_FIELDS = ("name", "kind", "description", "enabled", "hmac_timestamp_header",
@@ -292,7 +301,6 @@ def explain(labels, *, now=None, tree=None):
     """The test console: which routes ``labels`` match, how they group, who would be
     notified, and whether a silence, an inhibition or a time interval holds it back."""
     from alerts.flush import FlushContext
-    from alerts.models import severity_of
 
     now = now or timezone.now()
     tree = tree or current_tree()
@@ -311,8 +319,6 @@ def explain(labels, *, now=None, tree=None):
             "repeat_interval": routing.format_duration(route.repeat_interval),
             "muted_by_time": tree.muted_by_time(route, now),
         })
-    from alerts.fingerprint import fingerprint
-
     return {"fingerprint": fingerprint(labels), "severity": severity, "routes": matches,
             "silenced_by": ctx.silenced_by(labels), "inhibited": ctx.inhibited(labels),
             "version": tree.version}
@@ -390,21 +396,11 @@ def expire_silence(silence, *, by, request=None, now=None):
     return silence
 
 
-def _candidates(matchers):
-    """Firing alerts that may match ``matchers``: equality matchers narrow in SQL."""
-    alerts = Alert.objects.filter(status=A.FIRING)
-    for i, matcher in enumerate(matchers):
-        if matcher.op == "=" and matcher.value:
-            alias = f"_l{i}"
-            alerts = alerts.alias(**{alias: label_value(matcher.name)}).filter(
-                **{alias: matcher.value})
-    return alerts
-
-
 def apply_silence(silence, now):
     """Mark the firing alerts ``silence`` covers (those not silenced already)."""
     matchers = m.from_lists(silence.matchers)
-    hits = [pk for pk, labels in _candidates(matchers).filter(silenced_by__isnull=True)
+    hits = [pk for pk, labels in narrow_by_labels(
+                Alert.objects.filter(status=A.FIRING, silenced_by__isnull=True), matchers)
             .values_list("pk", "labels") if m.matches_all(matchers, labels)]
     if hits:
         Alert.objects.filter(pk__in=hits).update(silenced_by=silence)
@@ -420,10 +416,10 @@ def release_silenced(now):
     held = list(Alert.objects.filter(silenced_by__ends_at__lte=now).values_list("pk", "labels"))
     if not held:
         return 0
-    active = intake._active_silences(now)
+    active = active_silences(snapshot()[1], now)
     events, by_silence = [], {}
     for pk, labels in held:
-        other = intake.silence_for(labels, active)
+        other = silence_for(labels, active)
         by_silence.setdefault(other, []).append(pk)
         events.append(AlertEvent(alert_id=pk, at=now, kind=AlertEvent.Kind.SILENCED
                                  if other else AlertEvent.Kind.UNSILENCED,

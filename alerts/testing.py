@@ -99,10 +99,3 @@ def webhook_channel(name, url, by):
                         secret_fields={"url": url}, by=by)
 
 
-def deliver_outbox():
-    """Deliver every pending outbox row now, in this thread (what the worker does)."""
-    from opsplane.notify import services
-    from opsplane.notify.models import Notification
-
-    for pk in Notification.objects.filter(state="pending").values_list("pk", flat=True):
-        services.deliver(pk)

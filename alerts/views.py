@@ -247,11 +247,13 @@ def incident_detail(request, pk):
     })
 
 
+def _firing():
+    return Count("members", filter=Q(members__active=True,
+                                     members__alert__status=Alert.Status.FIRING))
+
+
 def _with_counts(incidents):
-    return incidents.annotate(
-        firing=Count("members", filter=Q(members__active=True,
-                                         members__alert__status=Alert.Status.FIRING)),
-        total=Count("members"))
+    return incidents.annotate(firing=_firing(), total=Count("members"))
 
 
 @require_POST
@@ -308,8 +310,7 @@ def _board_incidents(filters_):
             incident=OuterRef("pk"), active=True)
         incidents = incidents.filter(Q(title__icontains=q) | Exists(on_host))
     return incidents.select_related("acknowledged_by").annotate(
-        firing=Count("members", filter=Q(members__active=True,
-                                         members__alert__status=Alert.Status.FIRING)),
+        firing=_firing(),
         status_rank=Case(When(status=Incident.Status.TRIGGERED, then=0), default=1),
         severity_rank=Case(*(When(severity=s, then=-rank) for s, rank in SEVERITY_RANK.items()),
                            default=0),

@@ -16,7 +16,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as APIValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
@@ -144,19 +143,12 @@ class RequestList(generics.ListAPIView):
         return requests
 
 
-def _request(request, pk):
-    req = get_object_or_404(ApprovalRequest, pk=pk)
-    if not services.can_view(request.user, req):
-        raise PermissionDenied("You may not see this request.")
-    return req
-
-
 class RequestDetail(APIView):
     permission_classes = [People]
 
     @extend_schema(responses=RequestSerializer)
     def get(self, request, pk):
-        req = _request(request, pk)
+        req = services.access_request(request.user, pk)
         return Response(RequestSerializer(req).data)
 
 
@@ -176,7 +168,7 @@ class DecisionCreate(APIView):
 
     @extend_schema(request=DecisionCreateSerializer, responses={201: RequestSerializer})
     def post(self, request, pk):
-        req = _request(request, pk)
+        req = services.access_request(request.user, pk)
         body = DecisionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         services.decide(req, by=request.user, request=request, **body.validated_data)
@@ -197,7 +189,7 @@ class RequestAction(APIView):
 
     @extend_schema(request=ReasonSerializer, responses={200: RequestSerializer})
     def post(self, request, pk):
-        req = _request(request, pk)
+        req = services.access_request(request.user, pk)
         body = ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         reason = body.validated_data["reason"]

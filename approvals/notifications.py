@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 
 from approvals.matching import hosts_from_facts
 from approvals.models import Decision
-from opsplane.notify.message import Message
+from opsplane.notify.message import Message, absolute_url
 from opsplane.notify.models import Channel
 from opsplane.notify.services import NotifyError, enqueue
 
@@ -32,13 +32,8 @@ logger = logging.getLogger(__name__)
 K = Decision.Kind
 
 
-def absolute(link):
-    base = getattr(settings, "OPSPLANE_BASE_URL", "").rstrip("/")
-    return f"{base}{link}" if link.startswith("/") else link
-
-
 def request_url(req):
-    return absolute(reverse("approvals:request", args=[req.pk]))
+    return absolute_url(reverse("approvals:request", args=[req.pk]))
 
 
 def _key(req, event):
@@ -99,7 +94,7 @@ def _data(req, event, **extra):
         "request": req.pk, "event": event, "status": req.status, "round": req.round,
         "digest": req.digest, "title": req.title, "author": req.author_name,
         "subject": {"type": req.subject_type, "id": req.subject_id,
-                    "link": absolute(req.link) if req.link else ""},
+                    "link": absolute_url(req.link) if req.link else ""},
         "environments": list(req.environments), "hosts": len(hosts),
         "by_environment": dict(sorted(Counter(h.environment for h in hosts).items())),
         **extra,
@@ -109,7 +104,7 @@ def _data(req, event, **extra):
 def _subject_line(req):
     if not req.link:
         return []
-    return ["", f"[{req.title}]({absolute(req.link)})"]
+    return ["", f"[{req.title}]({absolute_url(req.link)})"]
 
 
 def _send(req, event, message, *, people=()):

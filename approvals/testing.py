@@ -45,13 +45,3 @@ def mail_channel(settings, name="approvals-mail"):
     return make_channel("email", name=name)
 
 
-def deliver_outbox():
-    """Deliver every waiting outbox row now, in this thread (as the worker would);
-    returns the rows, oldest first."""
-    from opsplane.notify import services as notify
-    from opsplane.notify.models import Notification
-
-    rows = list(Notification.objects.filter(state__in=Notification.WAITING).order_by("id"))
-    for row in rows:
-        notify.deliver(row.pk)
-    return [Notification.objects.get(pk=row.pk) for row in rows]

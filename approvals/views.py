@@ -53,13 +53,6 @@ def subject_panels(req):
     return urls
 
 
-def _request_or_404(request, pk):
-    req = get_object_or_404(ApprovalRequest.objects.select_related("author"), pk=pk)
-    if not services.can_view(request.user, req):
-        raise PermissionDenied
-    return req
-
-
 def panel_context(req, user, *, full=True, error="", next_url=""):
     """What the request panel shows ``user``: progress, who may do what, the timeline."""
     decisions = list(req.decisions.all())
@@ -67,12 +60,12 @@ def panel_context(req, user, *, full=True, error="", next_url=""):
     refusal = services.decision_refusal(user, req, current)
     can_reject = not services.decision_refusal(user, req, current,
                                                kind=Decision.Kind.REJECT)
-    is_author = req.author_id == user.pk
     # An approver asked again after an edit sees why the request is back.
     approved_earlier = req.status == ApprovalRequest.Status.PENDING and not any(
         d.by_id == user.pk for d in current) and any(
         d.by_id == user.pk and d.kind == Decision.Kind.APPROVE and d.digest != req.digest
         for d in decisions)
+    emergency = services.has_emergency(req, current)
     return {
         "req": req,
         "approved_earlier": approved_earlier,
@@ -82,13 +75,10 @@ def panel_context(req, user, *, full=True, error="", next_url=""):
         "can_reject": can_reject,
         "refusal": refusal if req.status == ApprovalRequest.Status.PENDING and not can_reject
         else "",
-        "can_withdraw": (is_author or has_role(user, Role.ADMIN)) and req.is_open
-        and req.started_at is None,
-        "can_resubmit": (is_author or has_role(user, Role.ADMIN)) and not req.is_open
-        and req.status != ApprovalRequest.Status.MISSED,
-        "can_emergency": services.is_emergency_approver(user) and req.is_open
-        and not services.has_emergency(req, current),
-        "emergency": services.has_emergency(req, current),
+        "can_withdraw": services.can_withdraw(user, req),
+        "can_resubmit": services.can_resubmit(user, req),
+        "can_emergency": services.can_emergency(user, req, current),
+        "emergency": emergency,
         "full": full,
         "error": error,
         "next": next_url,
@@ -170,7 +160,7 @@ def request_list(request):
 
 @role_required(*PEOPLE)
 def request_detail(request, pk):
-    req = _request_or_404(request, pk)
+    req = services.access_request(request.user, pk)
     return render(request, "approvals/request_detail.html", {
         **panel_context(req, request.user, next_url=request.get_full_path()),
         "panels": subject_panels(req),
@@ -181,7 +171,7 @@ def request_detail(request, pk):
 @role_required(*PEOPLE)
 @require_POST
 def decide(request, pk):
-    req = _request_or_404(request, pk)
+    req = services.access_request(request.user, pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
         error = _("Choose approve, reject, ask for changes or comment.")
@@ -200,7 +190,7 @@ def decide(request, pk):
 @role_required(*PEOPLE)
 @require_POST
 def withdraw(request, pk):
-    req = _request_or_404(request, pk)
+    req = services.access_request(request.user, pk)
     form = ReasonForm(request.POST)
     form.is_valid()
     return _act(request, req, lambda: services.withdraw(
@@ -211,7 +201,7 @@ def withdraw(request, pk):
 @role_required(*PEOPLE)
 @require_POST
 def resubmit(request, pk):
-    req = _request_or_404(request, pk)
+    req = services.access_request(request.user, pk)
     return _act(request, req, lambda: services.resubmit(req, by=request.user, request=request),
                 _("Asked again."))
 
@@ -219,7 +209,7 @@ def resubmit(request, pk):
 @role_required(*PEOPLE)
 @require_POST
 def emergency(request, pk):
-    req = _request_or_404(request, pk)
+    req = services.access_request(request.user, pk)
     form = ReasonForm(request.POST)
     form.is_valid()
     return _act(request, req, lambda: services.emergency_bypass(

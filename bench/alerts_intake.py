@@ -54,11 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from opsplane.testing.ssh import free_port  # noqa: E402
 
 
 def wait_for_port(port, what, process, timeout=60):

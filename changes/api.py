@@ -115,8 +115,12 @@ class ChangeSerializer(serializers.ModelSerializer):
         return [run.number for run in change.runs.all()]
 
     def _display(self, change):
-        found = getattr(self, "_displays", {}).get(change.pk)
-        return found or display.display_status(change)
+        """Worked out once per change (a list sets them all in one query beforehand)."""
+        if not hasattr(self, "_displays"):
+            self._displays = {}
+        if change.pk not in self._displays:
+            self._displays[change.pk] = display.display_status(change)
+        return self._displays[change.pk]
 
     def get_display_status(self, change) -> str:
         return self._display(change).code
@@ -246,15 +250,8 @@ def _is_terminal(run_id):
 
 
 def _log_stream(run_id, host):
-    formatter = output.host_text if host is not None else output.run_text
-
-    async def chunks():
-        after = 0
-        while page := await _read_after(run_id, after, limit=20_000, host=host):
-            yield "".join(formatter(event) for event in page).encode()
-            after = output.last_seq_of(page[-1])
-
-    return StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
+    return StreamingHttpResponse(output.alog_text(run_id, host),
+                                 content_type="text/plain; charset=utf-8")
 
 
 class HostLog(APIView):

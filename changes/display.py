@@ -31,8 +31,8 @@ class DisplayStatus:
 
 _UNKNOWN = object()  # "not looked up yet", as opposed to "has no request" (None)
 
-TONES = {"approved": "ok", "rejected": "failed", "expired": "failed", "withdrawn": "cancelled",
-         "missed": "failed"}
+# The tones of the closed outcomes ("approved" is built apart: its label says when).
+TONES = {"rejected": "failed", "expired": "failed", "withdrawn": "cancelled", "missed": "failed"}
 
 
 def display_status(change, request=_UNKNOWN, now=None):

@@ -21,7 +21,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from changes import engine, live, metrics, services, tasks
+from changes import engine, live, metrics, output, services, tasks
 from changes.models import HostResult, OutputChunk, Run
 from cmdb import services as cmdb_services
 from opsplane import secrets as vault
@@ -289,7 +289,7 @@ class DatabaseSink:
             else:
                 text = ""
             seq = self.seq + 1
-            self.seq += piece.count("\n") + (0 if piece.endswith("\n") else 1)
+            self.seq += output.line_count(piece)
             events.append((seq, name, segment.step, segment.stream, piece, segment.at))
 
     # --- writing ----------------------------------------------------------------------------
@@ -351,9 +351,8 @@ class DatabaseSink:
         with transaction.atomic():
             if events:
                 OutputChunk.objects.bulk_create([
-                    OutputChunk(run_id=run_id, seq=seq, seq_end=seq + text.count("\n") - (
-                        1 if text.endswith("\n") else 0), host_name=host, step=step,
-                        stream=stream, text=text, at=at)
+                    OutputChunk(run_id=run_id, seq=seq, seq_end=seq + output.line_count(text) - 1,
+                                host_name=host, step=step, stream=stream, text=text, at=at)
                     for seq, host, step, stream, text, at in events
                 ])
             for name, fields in pending.items():

@@ -22,12 +22,14 @@ from channels.layers import get_channel_layer
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from changes import output
+
 logger = logging.getLogger(__name__)
 
 # Characters of event text per group message (and so per websocket frame).
+FRAME_TEXT = 256 << 10
 # Seconds leaving a run's group may take (the REST tail's answer waits for it).
 CLEANUP_SECONDS = 2.0
-FRAME_TEXT = 256 << 10
 
 lines_published = Counter("opsplane_change_output_lines_total",
                           "Output lines written and published by workers.")
@@ -64,21 +66,16 @@ def frames(events):
         size += len(event[4])
         if size >= FRAME_TEXT or i == len(events) - 1:
             batch = events[start:i + 1]
-            last = batch[-1]
-            yield (batch[0][0], last[0] + _lines(last[4]) - 1, max(e[5] for e in batch),
+            yield (batch[0][0], output.last_seq_of(batch[-1]), max(e[5] for e in batch),
                    encode_events(batch))
             start, size = i + 1, 0
-
-
-def _lines(text):
-    return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
 async def apublish_events(run_id, events):
     """Publish a committed batch of events (in seq order) to the run's viewers. Never
     raises: live delivery is best effort, the database is the record."""
     layer = get_channel_layer()
-    lines = sum(_lines(event[4]) for event in events)
+    lines = sum(output.line_count(event[4]) for event in events)
     lines_published.inc(lines)
     bytes_published.inc(sum(len(event[4]) for event in events))
     try:

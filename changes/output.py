@@ -37,6 +37,7 @@ import logging
 import zlib
 from datetime import timedelta
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
@@ -323,6 +324,19 @@ def run_text(event):
     if not text.endswith("\n"):
         text += "\n"
     return "".join(f"{host} | {line}" for line in text.splitlines(keepends=True))
+
+
+async def alog_text(run_id, host=None):
+    """The whole stored log as encoded text chunks, read page by page (never whole in
+    memory): one host's (``host_text``) or, without ``host``, the run's (``run_text``).
+    An async iterator for ``StreamingHttpResponse``: under ASGI no thread is held while
+    it flows."""
+    formatter = host_text if host is not None else run_text
+    read = database_sync_to_async(read_after)
+    after = 0
+    while page := await read(run_id, after, limit=20_000, host=host):
+        yield "".join(formatter(event) for event in page).encode()
+        after = last_seq_of(page[-1])
 
 
 # --- compaction ------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Change pages. Thin: parse the request, call ``changes.services``, render."""
 
-from channels.db import database_sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -272,21 +271,10 @@ def run_output(request, pk, number):
     return JsonResponse(body)
 
 
-_read_after = database_sync_to_async(output.read_after)
-
-
 def _log_response(run, host, filename):
-    """The whole stored log, streamed page by page from the database (never whole in
-    memory); an async iterator, so that under ASGI no thread is held while it flows."""
-    formatter = output.host_text if host is not None else output.run_text
-
-    async def chunks():
-        after = 0
-        while page := await _read_after(run.pk, after, limit=20_000, host=host):
-            yield "".join(formatter(event) for event in page).encode()
-            after = output.last_seq_of(page[-1])
-
-    response = StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
+    """The whole stored log, streamed from the database (``output.alog_text``)."""
+    response = StreamingHttpResponse(output.alog_text(run.pk, host),
+                                     content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'{"attachment" if filename else "inline"}; ' \
         f'filename="{filename or "log.txt"}"'
     response["X-Content-Type-Options"] = "nosniff"

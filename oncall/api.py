@@ -288,8 +288,9 @@ class Now(APIView):
         at = _instant(request.query_params["at"], "at") if request.query_params.get("at") \
             else timezone.now()
         current, upcoming = services.overview([schedule], at)[schedule.pk]
-        people = services.on_call(schedule, at)
         users = services.users_by_id([s for s in (current, upcoming) if s])
+        # Who is on call is the current shift's user (what ``services.on_call`` finds).
+        people = [users[current.user_id]] if current and current.user_id in users else []
         return Response(OnCallNowSerializer({
             "at": at, "on_call": [{"id": u.pk, "username": u.get_username()} for u in people],
             "shift": _shift_data(current, users), "next": _shift_data(upcoming, users),

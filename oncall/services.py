@@ -6,7 +6,7 @@ Reading: a schedule's layers and overrides are loaded in three queries and expan
 ``oncall/rotations.py`` (pure, with the DST rule documented there).
 """
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, time, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -282,6 +282,12 @@ def _check_layer(layer):
             "level": layer.level})
 
 
+def next_level(schedule):
+    """The level a new layer takes by default: on top of the schedule's others."""
+    top = Layer.objects.filter(schedule=schedule).order_by("-level").first()
+    return top.level + 1 if top else 1
+
+
 def save_layer(layer, data, *, participants=None, by, request=None):
     """Create (``layer.pk`` None, ``layer.schedule`` set) or edit a layer from ``data``
     (LAYER_FIELDS). ``participants``: users (or ids) in rotation order; required when
@@ -292,8 +298,7 @@ def save_layer(layer, data, *, participants=None, by, request=None):
         if name in data:
             setattr(layer, name, data[name])
     if created and "level" not in data:
-        top = Layer.objects.filter(schedule=layer.schedule).order_by("-level").first()
-        layer.level = (top.level + 1) if top else 1
+        layer.level = next_level(layer.schedule)
     if created or participants is not None:
         users = _check_participants(participants)
     _check_layer(layer)
@@ -363,14 +368,6 @@ def delete_override(override, *, by, request=None):
                      detail={"schedule": override.schedule_id,
                              "user": override.user.get_username()})
         override.delete()
-
-
-def local_range(schedule, day, days):
-    """``[start, end)`` instants of ``days`` local days from ``day`` in the schedule's zone."""
-    tz = check_zone(schedule.time_zone)
-    start = rotations.to_instant(datetime.combine(day, time(0)), tz)
-    end = rotations.to_instant(datetime.combine(day + timedelta(days=days), time(0)), tz)
-    return start, end
 
 
 def calendar(schedule, start, end):

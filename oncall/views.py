@@ -263,8 +263,7 @@ def layer_edit(request, pk, layer_pk=None):
     layer = (get_object_or_404(Layer, pk=layer_pk, schedule=schedule) if layer_pk
              else Layer(schedule=schedule, start_date=timezone.localdate()))
     if layer.pk is None:
-        top = Layer.objects.filter(schedule=schedule).order_by("-level").first()
-        layer.level = top.level + 1 if top else 1
+        layer.level = services.next_level(schedule)
     form = LayerForm(request.POST or None, instance=layer)
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)

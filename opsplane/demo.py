@@ -236,9 +236,9 @@ def load_alerts(path, *, by):
     if not RoutingConfig.objects.exists():
         alert_services.save_routing(DEMO_ROUTES, by=by, comment="demo routes")
     if not Alert.objects.filter(integration=integration).exists():
-        body = json.dumps({"version": "4", "status": "firing", "receiver": "opsplane",
-                           "alerts": _demo_alerts(timezone.now())}).encode()
         now = timezone.now()
+        body = json.dumps({"version": "4", "status": "firing", "receiver": "opsplane",
+                           "alerts": _demo_alerts(now)}).encode()
         _envelope, items = payloads.parse_body("alertmanager", body, now)
         intake.ingest(integration, items, envelope={"demo": True}, now=now, source="demo")
 

@@ -262,6 +262,9 @@ def test_group_and_channel_steps_and_unreachable_people(client, admin_user, peop
     row = Outbox.objects.get(channel=room)
     # The channel's message links to the incident and to an ack link for whoever opens it.
     assert "/alerts/link/" in row.payload["text"] and row.payload["data"]["user"] is None
+    # It says where the policy stands and lists the firing alert.
+    assert "step 2 of 2." in row.payload["text"]
+    assert "\n- DiskFull" in row.payload["text"] and "db-1" in row.payload["text"]
 
 
 @pytest.mark.django_db

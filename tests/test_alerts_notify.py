@@ -13,10 +13,10 @@ from alerts.testing import (
     Recorder,
     am_alert,
     am_payload,
-    deliver_outbox,
     make_integration,
     webhook_channel,
 )
+from opsplane.notify.testing import deliver_outbox
 
 pytestmark = pytest.mark.django_db
 

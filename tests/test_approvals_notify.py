@@ -13,14 +13,14 @@ from django.utils import timezone
 
 from approvals import notifications, policy_io, services
 from approvals.models import ApprovalPolicy, Decision
-from approvals.testing import deliver_outbox, mail_channel, request_of
+from approvals.testing import mail_channel, request_of
 from changes import services as changes
 from changes.models import Runbook
 from cmdb.models import Environment, Host
 from opsplane.notify import services as notify
 from opsplane.notify import tasks as notify_tasks
 from opsplane.notify.models import Notification
-from opsplane.notify.testing import FakeProvider, clear_budgets, make_channel
+from opsplane.notify.testing import FakeProvider, clear_budgets, deliver_outbox, make_channel
 
 K = Decision.Kind
 BASE = "http://127.0.0.1:8000"

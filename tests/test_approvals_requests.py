@@ -9,12 +9,13 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalPolicy, ApprovalRequest, Decision
-from approvals.testing import approve, deliver_outbox, mail_channel, request_of
+from approvals.testing import approve, mail_channel, request_of
 from changes import executor, states
 from changes import services as changes
 from changes.models import Change, HostResult, Run, Runbook
 from cmdb.models import Environment, Host, Service
 from opsplane.models import AuditEvent
+from opsplane.notify.testing import deliver_outbox
 
 pytestmark = pytest.mark.django_db
 

@@ -11,10 +11,11 @@ from django.utils import timezone
 
 from approvals import services, windows
 from approvals.models import ApprovalRequest, FreezeWindow, MaintenanceWindow
-from approvals.testing import approve, deliver_outbox, mail_channel, request_of
+from approvals.testing import approve, mail_channel, request_of
 from changes import services as changes
 from changes.models import Change, Run, Runbook
 from cmdb.models import Environment, Host
+from opsplane.notify.testing import deliver_outbox
 
 pytestmark = pytest.mark.django_db
 

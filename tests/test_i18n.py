@@ -11,7 +11,8 @@ LOCALE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES"
 
 
 def _entries(po_text):
-    """(msgid, msgstr) pairs of a .po file, plural forms as their first form."""
+    """(msgid, msgstr, msgctxt or None, block) of each entry of a .po file, plural forms
+    as their first form."""
     entries = []
     for block in po_text.split("\n\n"):
         fields, current = {}, None
@@ -27,7 +28,8 @@ def _entries(po_text):
             elif line.startswith("msgstr["):
                 current = None
         if fields.get("msgid"):
-            entries.append((fields["msgid"], fields.get("msgstr", ""), block))
+            entries.append((fields["msgid"], fields.get("msgstr", ""), fields.get("msgctxt"),
+                            block))
     return entries
 
 
@@ -35,7 +37,7 @@ def test_every_message_is_translated_and_none_is_fuzzy():
     po = (LOCALE / "django.po").read_text()
     entries = _entries(po)
     assert len(entries) > 50
-    untranslated = [msgid for msgid, msgstr, _ in entries if not msgstr]
+    untranslated = [msgid for msgid, msgstr, _context, _block in entries if not msgstr]
     assert untranslated == []
     assert "#, fuzzy" not in po
 
@@ -43,11 +45,10 @@ def test_every_message_is_translated_and_none_is_fuzzy():
 def test_compiled_catalogue_matches_the_source():
     with open(LOCALE / "django.mo", "rb") as fh:
         catalogue = gettext.GNUTranslations(fh)
-    for msgid, msgstr, block in _entries((LOCALE / "django.po").read_text()):
+    for msgid, msgstr, context, block in _entries((LOCALE / "django.po").read_text()):
         if "msgid_plural" in block:
             continue
-        context = re.search(r'^msgctxt "(.*)"$', block, re.M)
-        found = (catalogue.pgettext(context.group(1), msgid) if context
+        found = (catalogue.pgettext(context, msgid) if context is not None
                  else catalogue.gettext(msgid))
         assert found == msgstr, "run `manage.py compilemessages`"
 
@@ -68,8 +69,8 @@ def test_every_string_in_the_code_is_in_the_catalogue(tmp_path, settings, monkey
     monkeypatch.chdir(tmp_path)
     call_command("makemessages", locale=["zh_Hans"], verbosity=0, no_obsolete=True)
     copy = tmp_path / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
-    known = {msgid for msgid, _, _ in _entries((LOCALE / "django.po").read_text())}
-    found = {msgid for msgid, _, _ in _entries(copy.read_text())}
+    known = {msgid for msgid, *_ in _entries((LOCALE / "django.po").read_text())}
+    found = {msgid for msgid, *_ in _entries(copy.read_text())}
     missing = sorted(found - known)
     assert missing == [], "run `manage.py makemessages -l zh_Hans` and translate these"
 

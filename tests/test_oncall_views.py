@@ -74,7 +74,8 @@ def test_posts_are_refused_to_roles_without_the_right(client, schedule, people, 
         (f"/oncall/{schedule.pk}/overrides/", {"operator", "approver", None}),
         (f"/oncall/{schedule.pk}/overrides/{override.pk}/delete/", {"operator", "approver", None}),
         (f"/oncall/{schedule.pk}/delete/", {"oncall", "operator", "approver", None}),
-        (f"/oncall/{schedule.pk}/layers/{layer.pk}/delete/", {"oncall", "operator", None}),
+        (f"/oncall/{schedule.pk}/layers/{layer.pk}/delete/",
+         {"oncall", "operator", "approver", None}),
         ("/oncall/new/", {"oncall", "operator", None}),
     ]
     for url, refused in posts:

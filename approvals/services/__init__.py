@@ -47,6 +47,9 @@ from approvals.services.policies import (
 )
 from approvals.services.requests import (
     approved_digest_problem,
+    can_emergency,
+    can_resubmit,
+    can_withdraw,
     check_may_start,
     decide,
     decision_refusal,
@@ -84,12 +87,13 @@ from approvals.services.schedule import (
 __all__ = [
     "CONFLICT_WINDOW", "WINDOW_FIELDS", "ApprovalError", "Frozen", "HostFacts", "NotCleared",
     "Subject", "access_request", "active_freezes", "approved_digest_problem", "calendar",
-    "can_edit_policies", "can_edit_windows", "can_read_setup", "can_see_all", "can_view",
-    "check_may_start", "decide", "decision_refusal", "default_requirement", "delete_policy",
-    "delete_window", "eligible_groups", "emergency_bypass", "expire_due", "export_policies",
-    "freeze_message", "group_names", "has_emergency", "import_policies", "in_group", "inbox",
-    "is_emergency_approver", "is_met", "mark_missed", "matching_policies", "open_request",
-    "progress", "progress_text", "record_start", "request_for", "requests_for",
-    "requirements_for", "resubmit", "review_bypass", "review_list", "save_policy",
-    "save_window", "schedule_problem", "standing", "timeline", "withdraw", "withdraw_subject",
+    "can_edit_policies", "can_edit_windows", "can_emergency", "can_read_setup", "can_resubmit",
+    "can_see_all", "can_view", "can_withdraw", "check_may_start", "decide", "decision_refusal",
+    "default_requirement", "delete_policy", "delete_window", "eligible_groups",
+    "emergency_bypass", "expire_due", "export_policies", "freeze_message", "group_names",
+    "has_emergency", "import_policies", "in_group", "inbox", "is_emergency_approver", "is_met",
+    "mark_missed", "matching_policies", "open_request", "progress", "progress_text",
+    "record_start", "request_for", "requests_for", "requirements_for", "resubmit",
+    "review_bypass", "review_list", "save_policy", "save_window", "schedule_problem",
+    "standing", "timeline", "withdraw", "withdraw_subject",
 ]

@@ -2,6 +2,7 @@
 policies mean it, and the permission questions views and the API ask."""
 
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
 from approvals.models import EMERGENCY_GROUP, ApprovalRequest
@@ -79,9 +80,10 @@ def require(allowed, message=None):
 
 
 def access_request(user, pk):
-    """The request ``pk`` if ``user`` may see it; ``PermissionDenied`` otherwise."""
-    req = ApprovalRequest.objects.select_related("author").get(pk=pk)
-    require(can_view(user, req))
+    """The request ``pk`` if ``user`` may see it: ``Http404`` when there is none,
+    ``PermissionDenied`` when they may not (pages and the API both look it up here)."""
+    req = get_object_or_404(ApprovalRequest.objects.select_related("author"), pk=pk)
+    require(can_view(user, req), "You may not see this request.")
     return req
 
 

@@ -119,7 +119,7 @@ def open_request(subject, *, by, request=None):
 def resubmit(req, *, by, request=None):
     """Ask again for the same content after a rejection, expiry or withdrawal (the
     author or an admin): a new round, with today's policies."""
-    require(req.author_id == by.pk or has_role(by, Role.ADMIN))
+    require(_owns(by, req))
     if req.status == S.MISSED:
         raise ApprovalError(_("It missed its scheduled start: edit it to choose a new time."))
     if req.is_open:
@@ -271,7 +271,7 @@ def _rejection_ends(req, user):
 
 def withdraw(req, *, by, reason="", request=None):
     """The author (or an admin) takes back a request that has not started."""
-    require(req.author_id == by.pk or has_role(by, Role.ADMIN))
+    require(_owns(by, req))
     with transaction.atomic():
         req = ApprovalRequest.objects.select_for_update().get(pk=req.pk)
         if not req.is_open or req.started_at is not None:
@@ -322,6 +322,26 @@ def emergency_bypass(req, *, by, reason, request=None):
         transaction.on_commit(metrics.emergency_bypasses.inc)
         notifications.decided(req, decision)
     return decision
+
+
+def _owns(user, req):
+    """The author (or an admin) withdraws and resubmits a request."""
+    return req.author_id == user.pk or has_role(user, Role.ADMIN)
+
+
+def can_withdraw(user, req):
+    """Whether ``withdraw`` would accept ``user`` on ``req`` as it stands (for pages)."""
+    return _owns(user, req) and req.is_open and req.started_at is None
+
+
+def can_resubmit(user, req):
+    """Whether ``resubmit`` would accept ``user`` on ``req`` as it stands (for pages)."""
+    return _owns(user, req) and not req.is_open and req.status != S.MISSED
+
+
+def can_emergency(user, req, decisions=None):
+    """Whether ``emergency_bypass`` would accept ``user`` on ``req`` (a reason aside)."""
+    return is_emergency_approver(user) and req.is_open and not has_emergency(req, decisions)
 
 
 def has_emergency(req, decisions=None):

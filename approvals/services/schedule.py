@@ -84,11 +84,13 @@ def _window_hosts(window, hosts):
                                    selector=window.selector)
 
 
-def active_freezes(hosts, at):
+def active_freezes(hosts, at, *, freezes=None):
     """[(window, start, end, hosts)] of the freeze windows open at ``at`` on any of
-    ``hosts``."""
+    ``hosts``. ``freezes``: the enabled freeze windows, when the caller has read them."""
     found = []
-    for window in FreezeWindow.objects.filter(enabled=True):
+    if freezes is None:
+        freezes = FreezeWindow.objects.filter(enabled=True)
+    for window in freezes:
         hit = _window_hosts(window, hosts)
         if hit:
             occurrence = windows.open_at(window, at)
@@ -110,11 +112,13 @@ def freeze_message(frozen):
     return _("Frozen: %(freezes)s.") % {"freezes": "; ".join(parts)}
 
 
-def maintenance_problem(hosts, at):
+def maintenance_problem(hosts, at, *, maintenance=None):
     """Why starting at ``at`` is outside the maintenance windows of ``hosts`` ("" when
     it is inside, or no window covers them). Each host a window covers must be inside
-    one of its windows."""
-    maintenance = list(MaintenanceWindow.objects.filter(enabled=True))
+    one of its windows. ``maintenance``: the enabled maintenance windows, when the
+    caller has read them."""
+    if maintenance is None:
+        maintenance = list(MaintenanceWindow.objects.filter(enabled=True))
     outside = []
     for host in hosts:
         mine = [w for w in maintenance if _window_hosts(w, [host])]
@@ -152,8 +156,11 @@ def calendar(start, end):
     and the conflicts among the scheduled ones: two starting less than
     ``CONFLICT_WINDOW`` apart on a shared host."""
     events = []
-    for model, kind in ((FreezeWindow, "freeze"), (MaintenanceWindow, "maintenance")):
-        for window in model.objects.filter(enabled=True):
+    # Read once: every scheduled subject below is checked against them.
+    freezes = list(FreezeWindow.objects.filter(enabled=True))
+    maintenance = list(MaintenanceWindow.objects.filter(enabled=True))
+    for found, kind in ((freezes, "freeze"), (maintenance, "maintenance")):
+        for window in found:
             for s, e in windows.occurrences(window, start, end):
                 events.append({"kind": kind, "start": s, "end": e, "window": window})
     scheduled = list(ApprovalRequest.objects.filter(
@@ -173,12 +180,16 @@ def calendar(start, end):
         hosts = hosts_from_facts(req.facts)
         events.append({"kind": "scheduled", "start": req.not_before, "end": None,
                        "request": req, "conflict": req.pk in conflicted,
-                       "problem": schedule_problem_quiet(hosts, req.not_before)})
+                       "problem": _schedule_problem_quiet(hosts, req.not_before, freezes,
+                                                          maintenance)})
     events.sort(key=lambda e: (e["start"], e["kind"]))
     return {"events": events, "conflicts": conflicts}
 
 
-def schedule_problem_quiet(hosts, at):
-    """``schedule_problem`` for display: counts no refusal."""
-    frozen = active_freezes(hosts, at)
-    return freeze_message(frozen) if frozen else maintenance_problem(hosts, at)
+def _schedule_problem_quiet(hosts, at, freezes, maintenance):
+    """``schedule_problem`` for display, against windows already read: counts no
+    refusal."""
+    frozen = active_freezes(hosts, at, freezes=freezes)
+    if frozen:
+        return freeze_message(frozen)
+    return maintenance_problem(hosts, at, maintenance=maintenance)

@@ -38,10 +38,6 @@ def _csv(value):
     return ", ".join(value or [])
 
 
-def _lines(value):
-    return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
-
-
 class ChannelForm(forms.ModelForm):
     class Meta:
         model = Channel
@@ -139,16 +135,10 @@ class ChannelForm(forms.ModelForm):
         pass  # the service's full_clean() checks it, with the same message
 
     def config(self):
-        """``Channel.config`` from the kind's fields."""
-        data, config = self.cleaned_data, {}
-        for name in services.CONFIG_FIELDS[self.kind]:
-            if name not in data:
-                continue
-            value = data[name]
-            if name in {"mentions", "recipients", "ok_values"}:
-                value = _lines(value)
-            config[name] = value
-        return config
+        """``Channel.config`` from the kind's fields, as typed: ``services.clean_config``
+        splits the comma- or line-separated lists."""
+        return {name: self.cleaned_data[name] for name in services.CONFIG_FIELDS[self.kind]
+                if name in self.cleaned_data}
 
     def secrets(self):
         return {name: self.cleaned_data.get(name) or ""

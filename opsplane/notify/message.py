@@ -6,6 +6,8 @@ sender wraps that text in the provider's payload (``senders.py``).
 
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
+
 SEVERITIES = ("critical", "warning", "info")
 # The most severe first: a digest takes the severity of its most severe member.
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -51,3 +53,10 @@ class Message:
     def from_dict(cls, data):
         fields = {"title", "text", "severity", "link", "mentions", "digest_key", "data"}
         return cls(**{key: value for key, value in data.items() if key in fields})
+
+
+def absolute_url(link):
+    """``link`` (a path) on the address people reach the web UI at (``OPSPLANE_BASE_URL``),
+    for messages read outside the browser; a full URL is returned as it is."""
+    base = getattr(settings, "OPSPLANE_BASE_URL", "").rstrip("/")
+    return f"{base}{link}" if link.startswith("/") else link

@@ -33,6 +33,7 @@ import random
 import time
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -526,7 +527,7 @@ def clean_config(kind, config, *, complete=True):
             continue
         if kind_of is list:
             if isinstance(value, str):
-                value = [item for item in value.replace("\n", ",").split(",")]
+                value = value.replace("\n", ",").split(",")
             if not isinstance(value, list):
                 raise ValidationError({name: _("Expected a list.")})
             value = [str(item).strip() for item in value if str(item).strip()]
@@ -557,12 +558,11 @@ def clean_config(kind, config, *, complete=True):
     if kind == K.SMS:
         if complete and not any(senders.MOBILE.match(m) for m in clean.get("recipients", [])):
             raise ValidationError({"recipients": _("Give at least one mobile number.")})
-        for name in ("body_template",):
-            if clean.get(name):
-                try:
-                    render.validate(clean[name])
-                except render.TemplateError as exc:
-                    raise ValidationError({name: str(exc)}) from None
+        if clean.get("body_template"):
+            try:
+                render.validate(clean["body_template"])
+            except render.TemplateError as exc:
+                raise ValidationError({"body_template": str(exc)}) from None
     return clean
 
 
@@ -570,8 +570,6 @@ def _target(kind, config, secret_fields):
     """Where messages go, as people may see it: the URL's host, or the recipients."""
     if kind == K.EMAIL:
         return ", ".join(config.get("recipients", []))[:200]
-    from urllib.parse import urlsplit
-
     host = urlsplit(secret_fields.get("url", "")).hostname or ""
     if kind == K.SMS:
         return f"{config.get('method', 'POST')} {host}"[:200]
@@ -588,15 +586,16 @@ def save_channel(channel, data, *, secret_fields=None, clear=(), by, request=Non
     if not can_manage(by):
         raise PermissionDenied(_("Only admins may change notification channels."))
     created = channel.pk is None
+    saved = None if created else Channel.objects.get(pk=channel.pk)
     data = dict(data)
     kind = data.pop("kind", None) or channel.kind
-    if not created and kind != Channel.objects.get(pk=channel.pk).kind:
+    if saved is not None and kind != saved.kind:
         raise ValidationError({"kind": _("The kind of a channel cannot change; make a new "
                                          "channel instead.")})
     if kind not in K.values:
         raise ValidationError({"kind": _("Unknown kind.")})
     channel.kind = kind
-    before = {} if created else _audit_view(Channel.objects.get(pk=channel.pk))
+    before = {} if saved is None else _audit_view(saved)
     config = clean_config(kind, data.pop("config", channel.config) or {})
     for name, value in data.items():
         setattr(channel, name, value)
@@ -621,8 +620,6 @@ def save_channel(channel, data, *, secret_fields=None, clear=(), by, request=Non
     stored = {k: v for k, v in stored.items() if k in allowed and k not in clear}
     stored.update(given)
     if "url" in allowed:
-        from urllib.parse import urlsplit
-
         url = stored.get("url", "")
         # A disabled channel may wait for its URL (e.g. a placeholder made by the
         # alertmanager.yml import); enabling it needs one.

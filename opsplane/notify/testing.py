@@ -124,3 +124,15 @@ def clear_budgets():
     keys = list(client.scan_iter("opsplane:notify:*"))
     if keys:
         client.delete(*keys)
+
+
+def deliver_outbox():
+    """Deliver every waiting outbox row now, in this thread (as the worker would);
+    returns the rows, oldest first, as they are after the attempt."""
+    from opsplane.notify import services
+    from opsplane.notify.models import Notification
+
+    rows = list(Notification.objects.filter(state__in=Notification.WAITING).order_by("id"))
+    for row in rows:
+        services.deliver(row.pk)
+    return [Notification.objects.get(pk=row.pk) for row in rows]

@@ -143,7 +143,6 @@ def asgi_server(transactional_db):
         def live_server(asgi_server):
             return asgi_server
     """
-    import socket
     import threading
     import time
     from types import SimpleNamespace
@@ -151,10 +150,9 @@ def asgi_server(transactional_db):
     import uvicorn
 
     from opsplane.asgi import application
+    from opsplane.testing.ssh import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # A short graceful shutdown: open websockets must not keep the thread (and the
     # consumers' channel-layer reads) alive after the test.
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port,

@@ -12,7 +12,6 @@ prefixed with the process' name; ``tail()`` is what a failed test prints.
 
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from opsplane.supervisor import Supervisor, SupervisorError
+from opsplane.testing.ssh import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60
@@ -50,12 +50,6 @@ def database_url(settings_dict):
         port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
         return f"postgresql://{auth}{host}{port}/{quote(settings_dict['NAME'], safe='')}"
     raise StackError(f"cannot hand database engine {engine} to other processes")
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -93,7 +87,7 @@ def run_stack(directory, *, database_url, env=None, concurrency=2):
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "stack.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     worker_name = f"journeys-{os.getpid()}@127.0.0.1"
     child_env = {
